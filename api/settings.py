@@ -1,0 +1,56 @@
+"""Runtime settings from environment variables (prefix PROVENROUTE_), with local defaults.
+
+Built by the app factory or CLI command that needs them, never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROVENROUTE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers (comma separated)."""
+    database_url: str = "postgresql://provenroute@127.0.0.1:5432/provenroute"
+    """PostgreSQL connection URL."""
+    db_schema: str = "public"
+    """Schema the projections live in (tests and replay use their own)."""
+    topic_prefix: str = "provenroute."
+    """Prefix of every topic name, so several deployments or tests share one broker."""
+
+    provider_base_url: str = "http://127.0.0.1:8787/v1"
+    """OpenAI-compatible endpoint (OpenRouter: https://openrouter.ai/api/v1)."""
+    provider_api_key: SecretStr = SecretStr("sim-local-key")
+    """Key for /decide's classifier calls and classifier benchmarks. Never logged."""
+    provider_credentials: dict[str, SecretStr] = Field(
+        default_factory=lambda: {"sim-benchmark": SecretStr("sim-benchmark-key")}
+    )
+    """Named credentials; a config's benchmarkIdentity names the one decider runs use."""
+    provider_timeout_s: float = 60.0
+    provider_max_retries: int = 2
+    price_table_file: Path | None = None
+    """Optional YAML {model: {input_per_mtok, output_per_mtok}} used when usage has no cost."""
+
+    docker_image: str = "provenroute/runner:latest"
+    """Image decider jobs run in (built by `make image`)."""
+    base_image: str = "provenroute/base:bookworm"
+
+    internal_secret: SecretStr = SecretStr("dev-internal-secret")
+    """Shared secret gateways present to POST /decide."""
+    admin_token: SecretStr = SecretStr("dev-admin-token")
+    """Bearer token of the admin API."""
+
+    sim_port: int = 8787
+    api_port: int = 8080
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
