@@ -1,0 +1,61 @@
+"""Every topic of provenroute, declared once: name, partitions, retention, key and value.
+
+The Faust app and the infrastructure set-up both read these specs, so a topic's shape has
+one obvious place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    """Name without the deployment's prefix."""
+    partitions: int
+    key: str
+    """What the messages are keyed by (what must stay ordered)."""
+    value: str
+    """The contract of the values."""
+    config: dict[str, str] = field(default_factory=dict)
+
+
+INFINITE_RETENTION: Final = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+COMMANDS = TopicSpec(
+    "commands", 3, key="command id", value="contracts Command (JSON), or garbage to reject"
+)
+EVENTS = TopicSpec(
+    "events",
+    6,
+    key="run id (or the config/override stream name) so a run's events stay ordered",
+    value="contracts Event (JSON envelope)",
+    config=INFINITE_RETENTION,
+)
+CASE_JOBS = TopicSpec(
+    "case-jobs", 8, key="job id (run:model:chunk:rep)", value="a case job: cases of one chunk"
+)
+CASE_JOBS_DLQ = TopicSpec(
+    "case-jobs.dlq", 1, key="job id", value="a case job that failed all its attempts"
+)
+COMMANDS_DLQ = TopicSpec(
+    "commands.dlq", 1, key="none", value="raw bytes of a command that could not be parsed"
+)
+DECISIONS = TopicSpec(
+    "decisions",
+    4,
+    key="conversation id",
+    value="contracts DecisionMade (JSON envelope)",
+    config=INFINITE_RETENTION,
+)
+
+ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (
+    COMMANDS,
+    EVENTS,
+    CASE_JOBS,
+    CASE_JOBS_DLQ,
+    COMMANDS_DLQ,
+    DECISIONS,
+)
