@@ -90,3 +90,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         Console().print(table)
     if not all(h.ok for h in health):
         raise typer.Exit(1)
+
+
+@app.command("ensure-topics")
+def ensure_topics_cmd() -> None:
+    """Create provenroute's topics under the configured prefix if they are missing."""
+    from api.commands.infra import ensure_topics
+
+    s = Settings()
+    for name in asyncio.run(ensure_topics(s.kafka_bootstrap, s.topic_prefix)):
+        typer.echo(f"created topic {name}")

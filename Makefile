@@ -1,0 +1,51 @@
+# provenroute — one-command set-up, tests and demo. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install services-up services-down services-status test test-unit lint demo image clean-state
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install provenroute with dev extras
+
+services-up: install ## start Kafka, PostgreSQL and Docker (installs what is missing)
+	bash scripts/services.sh up
+
+services-down: ## stop the services services-up started (data is kept)
+	bash scripts/services.sh down
+
+services-status: install ## show whether each service answers
+	$(PY) -m api.cli services status
+
+-include mk/image.mk
+
+test-unit: install ## pure unit tests only (no services)
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test: services-up ## install, start the services, run the whole suite
+	@if grep -q '^image:' mk/image.mk 2>/dev/null; then $(MAKE) --no-print-directory image; fi
+	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy contracts streams projections api datasets container
+
+demo: services-up ## set up everything and run the main job end to end
+	@if grep -q '^image:' mk/image.mk 2>/dev/null; then $(MAKE) --no-print-directory image; fi
+	$(PY) -m api.cli demo
+
+clean-state: services-down ## stop services and delete all local state (.state/)
+	rm -rf .state

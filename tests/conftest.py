@@ -1,0 +1,63 @@
+"""Shared fixtures. Integration tests use the one broker, Postgres and Docker engine that
+`make services-up` started; each test owns a unique topic prefix and schema."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from api.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings()
+
+
+def unique_name(stem: str) -> str:
+    return f"{stem}{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def kafka_prefix(base_settings: Settings) -> AsyncIterator[str]:
+    """A fresh topic prefix with provenroute's topics created under it."""
+    from api.commands.infra import ensure_topics
+
+    prefix = unique_name("t") + "."
+    await ensure_topics(base_settings.kafka_bootstrap, prefix)
+    yield prefix
+
+
+@pytest.fixture
+def pg_schema(base_settings: Settings) -> Iterator[str]:
+    """A fresh PostgreSQL schema, dropped afterwards."""
+    import psycopg
+
+    schema = unique_name("s_")
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f'create schema "{schema}"')
+    yield schema
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f'drop schema "{schema}" cascade')
+
+
+@pytest.fixture
+def settings_for(base_settings: Settings):  # type: ignore[no-untyped-def]
+    """Settings bound to a test's own prefix/schema."""
+
+    def make(prefix: str | None = None, schema: str | None = None) -> Settings:
+        update: dict[str, object] = {}
+        if prefix is not None:
+            update["topic_prefix"] = prefix
+        if schema is not None:
+            update["db_schema"] = schema
+        return base_settings.model_copy(update=update)
+
+    return make
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"provenroute: kafka={Settings().kafka_bootstrap} ci={os.environ.get('CI', '')}"
