@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.commands import services
+from api.commands import datasets, runs, services, sim
 
 app = typer.Typer(
     name="provenroute",
@@ -13,6 +13,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(services.app, name="services")
+app.command("worker")(runs.worker)
+app.add_typer(runs.config_app, name="config")
+app.add_typer(runs.run_app, name="run")
+app.add_typer(datasets.app, name="datasets")
+app.command("sim-provider")(sim.sim_provider)
 
 
 def main() -> None:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     admin_token: SecretStr = SecretStr("dev-admin-token")
     """Bearer token of the admin API."""
 
+    worker_job_slots: int = Field(default=4, ge=1, le=64)
+    """Case jobs one worker runs at once (a run's maxConcurrency can only lower it)."""
+    worker_startup_timeout_s: float = 120.0
+
     sim_port: int = 8787
     api_port: int = 8080
 

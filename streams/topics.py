@@ -25,7 +25,11 @@ class TopicSpec:
 INFINITE_RETENTION: Final = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 COMMANDS = TopicSpec(
-    "commands", 3, key="command id", value="contracts Command (JSON), or garbage to reject"
+    "commands",
+    1,
+    key="command id",
+    value="contracts Command (JSON), or garbage to reject",
+    # One partition: commands are totally ordered (a config save precedes the run it feeds).
 )
 EVENTS = TopicSpec(
     "events",

@@ -1,0 +1,51 @@
+"""The decision event: one per /decide answer, for billing and analysis."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from contracts.envelope import EventBase, NonEmptyStr
+from contracts.taxonomy import ReasoningEffort, Tier
+
+
+class DecisionMade(EventBase):
+    """/decide answered: a model, or a null decision with the reason."""
+
+    type: Literal["DecisionMade"] = "DecisionMade"
+    """Discriminator."""
+    schema_version: Literal[1] = 1
+    """Payload version."""
+    decision_id: NonEmptyStr
+    """Id of the decision, as returned to the gateway."""
+    conversation_id: NonEmptyStr
+    """The gateway's conversation (the stickiness key)."""
+    model: str | None
+    """The chosen model; None for a null decision."""
+    reasoning_effort: ReasoningEffort | None
+    """The chosen model's pinned effort; None for a null decision."""
+    tier: Tier | None
+    """Difficulty tier of the request; None when classification failed entirely."""
+    sticky: bool
+    """True when the conversation's incumbent was kept over the fresh pick."""
+    null_reason: str | None
+    """Why no model was chosen (no table, classifier failure, timeout); None otherwise."""
+    classifier_model: NonEmptyStr
+    """The classifier model used (override, winner or built-in default)."""
+    classifier_cost_usd: float | None = Field(ge=0.0)
+    """Cost of the classifier call, billed to the user; None when cached or not reported."""
+    classification_fallback: bool
+    """True when the classification came from the keyword heuristic."""
+    table_version: str | None
+    """Version (run id) of the routing table used; None when there was none."""
+    latency_ms: float = Field(ge=0.0)
+    """Time /decide spent on this answer."""
+
+    @model_validator(mode="after")
+    def _null_or_model(self) -> DecisionMade:
+        if (self.model is None) == (self.null_reason is None):
+            raise ValueError("exactly one of model and null_reason must be set")
+        if self.model is None and (self.reasoning_effort is not None or self.sticky):
+            raise ValueError("a null decision has no reasoning_effort and is not sticky")
+        return self

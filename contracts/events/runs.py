@@ -1,0 +1,123 @@
+"""Run lifecycle events: started, models enqueued or carried, jobs fanned out, completed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from contracts.config import BenchmarkConfig, RunKind
+from contracts.envelope import EventBase, NonEmptyStr
+from contracts.results import ModelSummary
+from contracts.taxonomy import ReasoningEffort
+
+
+class RunStarted(EventBase):
+    """A benchmark run started; everything downstream reads its config snapshot."""
+
+    type: Literal["RunStarted"] = "RunStarted"
+    """Discriminator."""
+    schema_version: Literal[1] = 1
+    """Payload version."""
+    run_id: NonEmptyStr
+    """The run's id (also the key that keeps its events ordered)."""
+    kind: RunKind
+    """classifier or decider benchmark."""
+    force: bool
+    """True when every model is re-run instead of carrying earlier summaries."""
+    config: BenchmarkConfig
+    """Snapshot of the live config when the run started; never re-read from live config."""
+    dataset_size: int = Field(ge=1)
+    """Number of cases in the run's dataset (per model and repetition)."""
+
+
+class RunModelEnqueued(EventBase):
+    """A model will be measured in this run (its case jobs are fanned out)."""
+
+    type: Literal["RunModelEnqueued"] = "RunModelEnqueued"
+    """Discriminator."""
+    schema_version: Literal[1] = 1
+    """Payload version."""
+    run_id: NonEmptyStr
+    """The run."""
+    model: NonEmptyStr
+    """The candidate model id."""
+    reasoning_effort: ReasoningEffort | None
+    """Pinned effort of a decider model; None in classifier runs."""
+
+
+class RunModelCarried(EventBase):
+    """A model is not re-run: its latest summaries are copied into this run."""
+
+    type: Literal["RunModelCarried"] = "RunModelCarried"
+    """Discriminator."""
+    schema_version: Literal[1] = 1
+    """Payload version."""
+    run_id: NonEmptyStr
+    """The run the summaries are carried into."""
+    model: NonEmptyStr
+    """The carried model id."""
+    reasoning_effort: ReasoningEffort | None
+    """Pinned effort of a decider model; None in classifier runs."""
+    source_run_id: NonEmptyStr
+    """The run that measured the summaries."""
+    summaries: tuple[ModelSummary, ...] = Field(min_length=1)
+    """The carried summaries, one per tier measured, each with `carried=True`."""
+
+    @model_validator(mode="after")
+    def _summaries_match(self) -> RunModelCarried:
+        for s in self.summaries:
+            if s.model != self.model:
+                raise ValueError(f"summary of {s.model!r} carried under model {self.model!r}")
+            if not s.carried:
+                raise ValueError("carried summaries must have carried=true")
+        return self
+
+
+class CaseJobsFannedOut(EventBase):
+    """All case jobs of the run are on the job topic; states how many results to expect."""
+
+    type: Literal["CaseJobsFannedOut"] = "CaseJobsFannedOut"
+    """Discriminator."""
+    schema_version: Literal[1] = 1
+    """Payload version."""
+    run_id: NonEmptyStr
+    """The run."""
+    jobs: int = Field(ge=0)
+    """Number of case-job messages sent (0 when every model was carried)."""
+    expected_results: int = Field(ge=0)
+    """Number of (model, case, rep) results that complete the run: the completion rule is
+    `len(seen) == expected_results`, never a timeout."""
+
+    @model_validator(mode="after")
+    def _at_least_one_case_per_job(self) -> CaseJobsFannedOut:
+        if self.expected_results < self.jobs:
+            raise ValueError("expected_results cannot be below jobs (a job holds >= 1 case)")
+        return self
+
+
+class RunCompleted(EventBase):
+    """Every expected result is in: graded, or ungraded because its job was dead-lettered."""
+
+    type: Literal["RunCompleted"] = "RunCompleted"
+    """Discriminator."""
+    schema_version: Literal[1] = 1
+    """Payload version."""
+    run_id: NonEmptyStr
+    """The run."""
+    kind: RunKind
+    """classifier or decider benchmark."""
+    graded: int = Field(ge=0)
+    """Distinct (model, case, rep) results graded."""
+    ungraded: int = Field(ge=0)
+    """Expected results lost to dead-lettered jobs."""
+    expected: int = Field(ge=0)
+    """`expected_results` of the run's fan-out."""
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> RunCompleted:
+        if self.graded + self.ungraded != self.expected:
+            raise ValueError(
+                f"graded {self.graded} + ungraded {self.ungraded} != expected {self.expected}"
+            )
+        return self

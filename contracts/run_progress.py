@@ -1,0 +1,188 @@
+"""Folding a run's events into its progress, and the events that complete it.
+
+The aggregator (single writer of a run's outcome) is a thin shell: `evolve_run` for every
+event of the run, then `completion_events` once `is_complete`. Both are idempotent under
+duplicate and re-ordered delivery: results are keyed by (model, case, rep), and completion
+is `len(seen) == expected`, never a timer.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from contracts.admin import ModelRecord
+from contracts.config import BenchmarkConfig, RunKind
+from contracts.envelope import EventBase
+from contracts.events import (
+    CaseGraded,
+    CaseJobDeadLettered,
+    CaseJobsFannedOut,
+    ClassifierWinnerPublished,
+    ModelSummarized,
+    RoutingTablePublished,
+    RoutingTablePublishSkipped,
+    RunCompleted,
+    RunModelCarried,
+    RunModelEnqueued,
+    RunStarted,
+)
+from contracts.ids import derive_id
+from contracts.results import CaseOutcome, ModelSummary
+from contracts.routing_builder import PublishSkipped, build_routing_table
+from contracts.summaries import summarize
+from contracts.taxonomy import ReasoningEffort
+from contracts.winner import (
+    classifier_stats_from_outcomes,
+    classifier_stats_from_summaries,
+    pick_classifier_winner,
+)
+
+
+def result_key(model: str, case_id: str, rep: int) -> str:
+    return f"{model}\x1f{case_id}\x1f{rep}"
+
+
+class RunProgress(BaseModel):
+    """Everything the aggregator knows of one run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    kind: RunKind | None = None
+    config: BenchmarkConfig | None = None
+    """The run's config snapshot (from RunStarted)."""
+    correlation_id: str | None = None
+    started_at: str | None = None
+    enqueued: dict[str, ReasoningEffort | None] = {}
+    carried: dict[str, tuple[ModelSummary, ...]] = {}
+    expected: int | None = None
+    """From CaseJobsFannedOut; None until it arrives."""
+    outcomes: dict[str, CaseOutcome] = {}
+    """Graded results by result key: a duplicate delivery overwrites itself."""
+    dead: dict[str, str] = {}
+    """Result keys lost to dead-lettered jobs -> the job id."""
+    completed: bool = False
+
+    @property
+    def seen(self) -> int:
+        return len(self.outcomes.keys() | self.dead.keys())
+
+    @property
+    def graded(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def ungraded(self) -> int:
+        return len(self.dead.keys() - self.outcomes.keys())
+
+
+def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
+    run_id = getattr(event, "run_id")  # noqa: B009 - every run event has one
+    p = progress or RunProgress(run_id=run_id)
+    if isinstance(event, RunStarted):
+        return p.model_copy(update={
+            "kind": event.kind, "config": event.config,
+            "correlation_id": event.correlation_id, "started_at": event.occurred_at,
+        })
+    if isinstance(event, RunModelEnqueued):
+        return p.model_copy(update={"enqueued": {**p.enqueued, event.model: event.reasoning_effort}})
+    if isinstance(event, RunModelCarried):
+        return p.model_copy(update={"carried": {**p.carried, event.model: event.summaries}})
+    if isinstance(event, CaseJobsFannedOut):
+        return p.model_copy(update={"expected": event.expected_results})
+    if isinstance(event, CaseGraded):
+        key = result_key(event.model, event.case_id, event.rep)
+        if key in p.outcomes:
+            return p
+        outcome = CaseOutcome(
+            model=event.model, case_id=event.case_id, rep=event.rep, tier=event.tier,
+            score=event.score, latency_ms=event.latency_ms, cost_usd=event.cost_usd,
+            timed_out=event.timed_out,
+        )
+        return p.model_copy(update={"outcomes": {**p.outcomes, key: outcome}})
+    if isinstance(event, CaseJobDeadLettered):
+        new = {result_key(event.model, c, event.rep): event.job_id for c in event.case_ids}
+        return p.model_copy(update={"dead": {**new, **p.dead}})
+    if isinstance(event, RunCompleted):
+        return p.model_copy(update={"completed": True})
+    return p
+
+
+def is_complete(p: RunProgress) -> bool:
+    return (
+        not p.completed
+        and p.config is not None
+        and p.kind is not None
+        and p.expected is not None
+        and p.seen >= p.expected
+    )
+
+
+def run_summaries(p: RunProgress) -> list[ModelSummary]:
+    measured = summarize(p.outcomes.values())
+    carried = [s for group in p.carried.values() for s in group]
+    return measured + carried
+
+
+def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
+    """ModelSummarized per (model, tier), the publish (or its skip), then RunCompleted."""
+    assert p.config is not None and p.kind is not None and p.expected is not None
+    summaries = run_summaries(p)
+    events: list[EventBase] = [
+        ModelSummarized(
+            event_id=derive_id("ModelSummarized", p.run_id, s.model, s.tier),
+            occurred_at=now, correlation_id=p.correlation_id, run_id=p.run_id, summary=s,
+        )
+        for s in summaries
+    ]
+    if p.kind == "decider":
+        table = build_routing_table(summaries, config=p.config, run_id=p.run_id, published_at=now)
+        if isinstance(table, PublishSkipped):
+            events.append(RoutingTablePublishSkipped(
+                event_id=derive_id("RoutingTablePublishSkipped", p.run_id), occurred_at=now,
+                correlation_id=p.correlation_id, run_id=p.run_id,
+                empty_tiers=table.empty_tiers, reason=table.reason,
+            ))
+        else:
+            events.append(RoutingTablePublished(
+                event_id=derive_id("RoutingTablePublished", p.run_id), occurred_at=now,
+                correlation_id=p.correlation_id, run_id=p.run_id, table=table,
+            ))
+    else:
+        wanted = set(p.config.classifierModels)
+        stats = [s for s in classifier_stats_from_outcomes(p.outcomes.values()) if s.model in wanted]
+        stats += [
+            s for s in classifier_stats_from_summaries(
+                [x for group in p.carried.values() for x in group]
+            )
+            if s.model in wanted
+        ]
+        winner = pick_classifier_winner(
+            stats, min_accuracy=p.config.minAccuracy,
+            max_p95_latency_ms=p.config.classifierMaxP95LatencyMs, run_id=p.run_id,
+        )
+        if winner is not None:
+            events.append(ClassifierWinnerPublished(
+                event_id=derive_id("ClassifierWinnerPublished", p.run_id), occurred_at=now,
+                correlation_id=p.correlation_id, run_id=p.run_id, winner=winner,
+            ))
+    # Last, so a reader that sees RunCompleted has seen the publish too.
+    events.append(RunCompleted(
+        event_id=derive_id("RunCompleted", p.run_id), occurred_at=now,
+        correlation_id=p.correlation_id, run_id=p.run_id, kind=p.kind,
+        graded=p.graded, ungraded=p.expected - p.graded, expected=p.expected,
+    ))
+    return events
+
+
+def measured_records(p: RunProgress) -> list[ModelRecord]:
+    """The run's measured (not carried) summaries per model, for carrying into later runs."""
+    assert p.kind is not None
+    by_model: dict[str, list[ModelSummary]] = {}
+    for s in summarize(p.outcomes.values()):
+        by_model.setdefault(s.model, []).append(s)
+    return [
+        ModelRecord(kind=p.kind, model=m, reasoning_effort=p.enqueued.get(m), run_id=p.run_id,
+                    summaries=tuple(group))
+        for m, group in sorted(by_model.items())
+    ]

@@ -1,0 +1,191 @@
+"""Running case jobs: classifier cases through the provider with the production prompt and
+parser, decider cases through the sandbox and the agent harness. One CaseGraded per case."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from api.provider.client import ProviderClient
+from api.provider.errors import ProviderError, ProviderTimeout
+from api.settings import Settings
+from contracts.cases import ClassifierCase, DeciderCase
+from contracts.checks import run_check
+from contracts.classifier_prompt import build_classifier_messages, classify_output
+from contracts.events import CaseGraded
+from contracts.events.cases import ANSWER_EXCERPT_MAX, DIAGNOSTIC_VALUE_MAX
+from contracts.grading import grade_classification
+from contracts.ids import case_result_id
+from contracts.jobs import CaseJob
+from contracts.tiers import derive_tier
+from streams.app import Emit, utc_now
+from streams.docker_sandbox import DockerSandbox
+from streams.harness import BuiltinHarness, Harness
+from streams.sandbox import Sandbox
+
+log = logging.getLogger("provenroute.execution")
+
+SandboxFactory = Callable[[str], Sandbox]
+
+
+def _diag(**facts: object) -> dict[str, str]:
+    return {k: str(v)[:DIAGNOSTIC_VALUE_MAX] for k, v in facts.items() if v is not None}
+
+
+def _sum_costs(*costs: float | None) -> float | None:
+    known = [c for c in costs if c is not None]
+    return sum(known) if known else None
+
+
+class CaseExecutor:
+    """The worker's JobExecutor. Provider clients are made per credential and reused."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        classifier_cases: Mapping[str, ClassifierCase],
+        decider_cases: Mapping[str, DeciderCase],
+        sandbox_factory: SandboxFactory | None = None,
+        harness_factory: Callable[[ProviderClient], Harness] | None = None,
+        clock: Callable[[], str] = utc_now,
+        classifier_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.classifier_cases = classifier_cases
+        self.decider_cases = decider_cases
+        self.sandbox_factory = sandbox_factory or (
+            lambda key: DockerSandbox(key, image=settings.docker_image)
+        )
+        secrets = [settings.provider_api_key.get_secret_value()] + [
+            s.get_secret_value() for s in settings.provider_credentials.values()
+        ]
+        self.harness_factory = harness_factory or (
+            lambda provider: BuiltinHarness(provider, redact=secrets)
+        )
+        self.clock = clock
+        self.classifier_timeout_s = classifier_timeout_s
+        self._providers: dict[str | None, ProviderClient] = {}
+
+    def provider(self, credential: str | None) -> ProviderClient:
+        if credential not in self._providers:
+            self._providers[credential] = ProviderClient.from_settings(self.settings, credential)
+        return self._providers[credential]
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            await p.aclose()
+
+    async def execute(self, job: CaseJob, emit: Emit, skip: frozenset[str]) -> None:
+        todo = [c for c in job.case_ids if c not in skip]
+        if job.kind == "classifier":
+            for case_id in todo:
+                await emit(await self._classifier_case(job, self.classifier_cases[case_id]))
+        else:
+            await self._decider_job(job, [self.decider_cases[c] for c in todo], emit)
+
+    # ------------------------------------------------------------------ classifier
+    async def _classifier_case(self, job: CaseJob, case: ClassifierCase) -> CaseGraded:
+        provider = self.provider(job.credential)
+        messages: list[dict[str, Any]] = list(build_classifier_messages(case.messages))
+        t0 = time.perf_counter()
+        costs: list[float | None] = []
+        text: str | None = None
+        timed_out = False
+        attempts = 0
+        try:
+            # An empty answer is retried once (both costs count), as production does.
+            for _ in range(2):
+                attempts += 1
+                result = await provider.chat(
+                    model=job.model,
+                    messages=messages,
+                    seed=job.rep,
+                    timeout_s=self.classifier_timeout_s,
+                )
+                costs.append(result.cost_usd)
+                text = result.text
+                if text and text.strip():
+                    break
+        except ProviderTimeout:
+            timed_out = True
+        latency_ms = (time.perf_counter() - t0) * 1000
+        classification = classify_output(text or "", case.messages)
+        score = 0.0 if timed_out else grade_classification(classification, case.label).score
+        return CaseGraded(
+            event_id=case_result_id(job.run_id, job.model, case.id, job.rep),
+            occurred_at=self.clock(),
+            correlation_id=job.correlation_id,
+            run_id=job.run_id,
+            kind="classifier",
+            model=job.model,
+            case_id=case.id,
+            rep=job.rep,
+            tier=derive_tier(case.label),
+            score=score,
+            latency_ms=latency_ms,
+            cost_usd=_sum_costs(*costs),
+            timed_out=timed_out,
+            classification=classification,
+            answer_excerpt=(text or "")[:ANSWER_EXCERPT_MAX] or None,
+            diagnostics=_diag(
+                attempts=attempts,
+                fallback_reason=classification.fallback_reason,
+                job_attempt=job.attempt,
+            ),
+            job_id=job.job_id,
+        )
+
+    # ------------------------------------------------------------------ decider
+    async def _decider_job(self, job: CaseJob, cases: list[DeciderCase], emit: Emit) -> None:
+        if not cases:
+            return
+        harness = self.harness_factory(self.provider(job.credential))
+        sandbox = self.sandbox_factory(job.job_id)
+        try:
+            await sandbox.start()
+            # Cases run serially in the job's container: each gets a clean workspace.
+            for case in cases:
+                result = await harness.run_case(
+                    case,
+                    sandbox,
+                    model=job.model,
+                    reasoning_effort=job.reasoning_effort,
+                    rep=job.rep,
+                )
+                check = run_check(case.check, result.answer) if result.answer else None
+                passed = bool(check and check.passed)
+                await emit(
+                    CaseGraded(
+                        event_id=case_result_id(job.run_id, job.model, case.id, job.rep),
+                        occurred_at=self.clock(),
+                        correlation_id=job.correlation_id,
+                        run_id=job.run_id,
+                        kind="decider",
+                        model=job.model,
+                        case_id=case.id,
+                        rep=job.rep,
+                        tier=case.tier,
+                        score=1.0 if passed else 0.0,
+                        latency_ms=result.latency_ms,
+                        cost_usd=result.cost_usd,
+                        timed_out=result.timed_out,
+                        answer_excerpt=result.answer[:ANSWER_EXCERPT_MAX] or None,
+                        diagnostics=_diag(
+                            stop_reason=result.stop_reason,
+                            steps=result.steps,
+                            attempts=result.attempts,
+                            check=check.detail if check else "no answer",
+                            transcript_tail=result.transcript_tail[-400:],
+                            model_latency_ms=round(result.model_latency_ms, 1),
+                            job_attempt=job.attempt,
+                        ),
+                        job_id=job.job_id,
+                    )
+                )
+        except ProviderError:
+            raise
+        finally:
+            await sandbox.close()

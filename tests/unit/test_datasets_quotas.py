@@ -1,0 +1,388 @@
+"""Quota rules of both datasets, on synthetic data and on the real data files.
+
+Each rule is shown to fail when broken: a case removed, an id duplicated, a case moved to
+another tier, a pair emptied. The synthetic datasets satisfy every quota by construction, so
+these tests hold whatever state the real data is in; the `real_*` tests pin the real files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from itertools import cycle
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.commands.datasets import app
+from contracts.cases import (
+    FINAL_ANSWER_INSTRUCTION,
+    ClassifierCase,
+    DeciderCase,
+    ExactCheck,
+    JsonEqualCheck,
+    RegexCheck,
+)
+from contracts.checks import run_check
+from contracts.classification import Classification
+from contracts.taxonomy import TAXONOMY_PAIRS, TIERS, Tier
+from datasets.loader import load_datasets
+from datasets.validate import (
+    CLASSIFIER_TOTAL,
+    DECIDER_PER_TIER,
+    DECIDER_TOTAL,
+    QuotaReport,
+    id_follows_scheme,
+    quota_report,
+)
+
+# --- synthetic datasets that meet every quota ---------------------------------------------
+
+
+def synthetic_classifier() -> list[ClassifierCase]:
+    return [
+        ClassifierCase(
+            id=f"{task}-{sub}-topic-{n}",
+            messages=({"role": "user", "content": f"{task} {sub} request {n}"},),  # type: ignore[arg-type]
+            label=Classification(
+                taskType=task,
+                subtaskType=sub,
+                reasoningComplexity="low",
+                contextComplexity="low",
+                executionMode="single_turn",
+                requiresTools=False,
+                riskLevel="low",
+            ),
+        )
+        for task, sub in TAXONOMY_PAIRS
+        for n in range(4)
+    ]
+
+
+def _tier_sequence() -> Iterator[Tier]:
+    """Round-robin over the tiers, skipping those whose quota is used up."""
+    left = dict(DECIDER_PER_TIER)
+    for tier in cycle(TIERS):
+        if not any(left.values()):
+            return
+        if left[tier]:
+            left[tier] -= 1
+            yield tier
+
+
+def synthetic_decider() -> list[DeciderCase]:
+    pairs = [p for p in TAXONOMY_PAIRS for _ in range(4)] + [TAXONOMY_PAIRS[0]] * 4
+    cases = []
+    for n, ((task, sub), tier) in enumerate(zip(pairs, _tier_sequence(), strict=True)):
+        agentic = task == "agentic_execution"
+        cases.append(
+            DeciderCase(
+                id=f"{task}-{sub}-task-{n}",
+                taskType=task,
+                subtaskType=sub,
+                tier=tier,
+                prompt=f"Compute it. {FINAL_ANSWER_INSTRUCTION}",
+                check=ExactCheck(expected=str(n)),
+                golden_answer=str(n),
+                files={"input.txt": str(n)} if agentic else {},
+                reference="cat input.txt" if agentic else None,
+            )
+        )
+    return cases
+
+
+def rules(report: QuotaReport) -> set[str]:
+    return {f.rule for f in report.failures}
+
+
+def messages(report: QuotaReport) -> str:
+    return "\n".join(f.message for f in report.failures)
+
+
+def test_synthetic_datasets_meet_every_quota() -> None:
+    report = quota_report(synthetic_classifier(), synthetic_decider())
+    assert report.failures == []
+    assert report.ok
+    assert report.classifier_total == CLASSIFIER_TOTAL and report.decider_total == DECIDER_TOTAL
+    assert [t.cases for t in report.tiers] == [23, 31, 22]
+    assert len(report.pairs) == 18
+
+
+def test_removing_a_classifier_case_breaks_total_and_pair() -> None:
+    cases = synthetic_classifier()
+    removed = cases.pop(5)
+    report = quota_report(cases, synthetic_decider())
+    assert rules(report) == {"classifier.total", "classifier.per_pair"}
+    pair = f"{removed.label.taskType}/{removed.label.subtaskType}"
+    assert f"classifier pair {pair} has 3 cases, expected exactly 4" in messages(report)
+    assert "classifier has 71 cases, expected exactly 72" in messages(report)
+
+
+def test_classifier_pair_over_quota_fails_even_with_the_right_total() -> None:
+    cases = synthetic_classifier()
+    donor = cases[0]
+    # replace a case of pair #2 by one more case of pair #1: total stays 72
+    cases[-1] = donor.model_copy(update={"id": donor.id + "-extra"})
+    report = quota_report(cases, synthetic_decider())
+    assert rules(report) == {"classifier.per_pair"}
+    assert "has 5 cases" in messages(report) and "has 3 cases" in messages(report)
+
+
+def test_removing_a_decider_case_breaks_total_and_tier() -> None:
+    cases = synthetic_decider()
+    # remove one of the 4 extra cases of the first pair: pairs keep >= 4
+    removed = cases.pop(73)
+    report = quota_report(synthetic_classifier(), cases)
+    assert rules(report) == {"decider.total", "decider.per_tier"}
+    assert f"decider tier {removed.tier} has" in messages(report)
+
+
+def test_decider_pair_below_four_fails() -> None:
+    cases = synthetic_decider()
+    victim = next(i for i, c in enumerate(cases) if c.subtaskType == "api_design")
+    moved = cases[victim]
+    cases[victim] = moved.model_copy(
+        update={"taskType": "debugging", "subtaskType": "bug_fix", "id": "debugging-bug_fix-x"}
+    )
+    report = quota_report(synthetic_classifier(), cases)
+    assert rules(report) == {"decider.per_pair"}
+    assert "decider pair planning_design/api_design has 3 cases" in messages(report)
+
+
+def test_moving_a_case_to_another_tier_breaks_the_tier_split() -> None:
+    cases = synthetic_decider()
+    i = next(i for i, c in enumerate(cases) if c.tier == "low")
+    cases[i] = cases[i].model_copy(update={"tier": "high"})
+    report = quota_report(synthetic_classifier(), cases)
+    assert rules(report) == {"decider.per_tier"}
+    assert "decider tier low has 22 cases, expected exactly 23" in messages(report)
+    assert "decider tier high has 23 cases, expected exactly 22" in messages(report)
+
+
+def test_a_tier_below_twenty_fails_the_minimum() -> None:
+    cases = synthetic_decider()
+    lows = [i for i, c in enumerate(cases) if c.tier == "low"][:4]
+    for i in lows:
+        cases[i] = cases[i].model_copy(update={"tier": "medium"})
+    report = quota_report(synthetic_classifier(), cases)
+    assert {"decider.per_tier", "decider.min_per_tier"} <= rules(report)
+    assert "decider tier low has 19 cases, expected at least 20" in messages(report)
+
+
+def test_a_tier_with_too_few_task_types_fails() -> None:
+    cases = synthetic_decider()
+    # keep the high tier on three task types only, by swapping tiers with medium cases
+    keep = {"code_generation", "debugging", "refactoring"}
+    highs = [i for i, c in enumerate(cases) if c.tier == "high" and c.taskType not in keep]
+    mediums = [i for i, c in enumerate(cases) if c.tier == "medium" and c.taskType in keep]
+    assert len(mediums) >= len(highs)
+    for h, m in zip(highs, mediums, strict=False):
+        cases[h] = cases[h].model_copy(update={"tier": "medium"})
+        cases[m] = cases[m].model_copy(update={"tier": "high"})
+    report = quota_report(synthetic_classifier(), cases)
+    assert rules(report) == {"decider.task_types_per_tier"}
+    assert "decider tier high covers 3 task types, expected at least 4" in messages(report)
+
+
+def test_duplicate_id_in_memory_is_reported() -> None:
+    cases = synthetic_decider()
+    cases[1] = cases[1].model_copy(update={"id": cases[0].id})
+    report = quota_report(synthetic_classifier(), cases)
+    assert "ids.unique" in rules(report)
+    assert f"decider id {cases[0].id!r} is used by 2 cases" in messages(report)
+
+
+def test_id_shared_across_datasets_is_reported() -> None:
+    classifier = synthetic_classifier()
+    decider = synthetic_decider()
+    decider[0] = decider[0].model_copy(update={"id": classifier[0].id})
+    report = quota_report(classifier, decider)
+    assert rules(report) == {"ids.cross_dataset"}
+
+
+def test_agentic_case_without_files_or_reference_is_reported() -> None:
+    cases = synthetic_decider()
+    i = next(i for i, c in enumerate(cases) if c.taskType == "agentic_execution")
+    # model_copy skips validation: the rule must hold for in-memory cases too
+    cases[i] = cases[i].model_copy(update={"files": {}, "reference": None})
+    report = quota_report(synthetic_classifier(), cases)
+    assert rules(report) == {"decider.agentic_workspace"}
+    assert (
+        f"agentic_execution case {cases[i].id} has no workspace files and no reference solution"
+        in messages(report)
+    )
+
+
+def test_id_scheme_violation_is_reported() -> None:
+    cases = synthetic_decider()
+    cases[0] = cases[0].model_copy(update={"id": "debugging-bug_fix-Upper_Case"})
+    report = quota_report(synthetic_classifier(), cases)
+    assert "ids.scheme" in rules(report)
+
+
+@pytest.mark.parametrize(
+    ("case_id", "ok"),
+    [
+        ("debugging-bug_fix-off-by-one", True),
+        ("debugging-bug_fix-", False),
+        ("debugging-bug_fix", False),
+        ("debugging-performance-off-by-one", False),  # wrong subtype
+        ("debugging-bug_fix-Off", False),
+        ("debugging-bug_fix-snake_topic", False),
+        ("debugging-bug_fix--leading-hyphen", False),
+        ("code_generation-bug_fix-x", False),
+    ],
+)
+def test_id_scheme(case_id: str, ok: bool) -> None:
+    assert id_follows_scheme(case_id, "debugging", "bug_fix") is ok
+
+
+def test_id_scheme_with_underscored_task_type() -> None:
+    case_id = "agentic_execution-data_processing-csv-sum-2"
+    assert id_follows_scheme(case_id, "agentic_execution", "data_processing")
+
+
+# --- the CLI over a synthetic root --------------------------------------------------------
+
+
+def _write_root(root: Path, classifier: list[ClassifierCase], decider: list[DeciderCase]) -> None:
+    for name, cases in (("classifier", classifier), ("decider", decider)):
+        (root / name).mkdir(parents=True)
+        payload = [c.model_dump(mode="json") for c in cases]
+        (root / name / "all.json").write_text(json.dumps(payload, indent=1))
+
+
+def test_cli_check_passes_and_prints_counts(tmp_path: Path) -> None:
+    _write_root(tmp_path, synthetic_classifier(), synthetic_decider())
+    result = CliRunner().invoke(app, ["check", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "All dataset quotas hold." in result.output
+    assert "planning_design" in result.output and "medium" in result.output
+
+
+def test_cli_check_json_fails_naming_each_quota(tmp_path: Path) -> None:
+    decider = synthetic_decider()
+    decider.pop(73)
+    _write_root(tmp_path, synthetic_classifier()[1:], decider)
+    result = CliRunner().invoke(app, ["check", "--json", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    failed = {f["rule"] for f in report["failures"]}
+    assert failed == {
+        "classifier.total",
+        "classifier.per_pair",
+        "decider.total",
+        "decider.per_tier",
+    }
+    assert report["decider_total"] == 75
+    assert {t["tier"]: t["cases"] for t in report["tiers"]}.keys() == {"low", "medium", "high"}
+
+
+def test_cli_check_text_names_failed_quotas(tmp_path: Path) -> None:
+    _write_root(tmp_path, synthetic_classifier()[1:], synthetic_decider())
+    result = CliRunner().invoke(app, ["check", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "classifier has 71 cases, expected exactly 72" in result.output
+
+
+def test_cli_check_reports_load_problems(tmp_path: Path) -> None:
+    _write_root(tmp_path, synthetic_classifier(), synthetic_decider())
+    (tmp_path / "decider" / "broken.json").write_text("{")
+    result = CliRunner().invoke(app, ["check", "--json", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["ok"] is False and out["problems"][0]["file"] == "decider/broken.json"
+
+
+# --- the real data files ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real() -> tuple[list[ClassifierCase], list[DeciderCase]]:
+    data = load_datasets()  # raises DatasetError naming every problem
+    return data.classifier, data.decider
+
+
+def test_real_datasets_meet_every_quota(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    report = quota_report(*real)
+    assert report.failures == [], messages(report)
+
+
+def test_real_quota_tests_catch_a_removed_case(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    classifier, decider = real
+    assert "classifier.total" in rules(quota_report(classifier[1:], decider))
+    assert "classifier.per_pair" in rules(quota_report(classifier[1:], decider))
+    assert "decider.total" in rules(quota_report(classifier, decider[1:]))
+    assert "decider.per_tier" in rules(quota_report(classifier, decider[1:]))
+
+
+def test_real_quota_tests_catch_a_duplicated_id_and_a_moved_tier(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    classifier, decider = real
+    dup = [*decider[:-1], decider[-1].model_copy(update={"id": decider[0].id})]
+    assert "ids.unique" in rules(quota_report(classifier, dup))
+    first = decider[0]
+    other: Tier = "high" if first.tier != "high" else "low"
+    moved = [first.model_copy(update={"tier": other}), *decider[1:]]
+    assert "decider.per_tier" in rules(quota_report(classifier, moved))
+
+
+def test_real_ids_follow_the_scheme(real: tuple[list[ClassifierCase], list[DeciderCase]]) -> None:
+    classifier, decider = real
+    bad = [c.id for c in classifier if not id_follows_scheme(c.id, *_pair(c))]
+    bad += [d.id for d in decider if not id_follows_scheme(d.id, d.taskType, d.subtaskType)]
+    assert bad == []
+
+
+def _pair(c: ClassifierCase) -> tuple[str, str]:
+    return c.label.taskType, c.label.subtaskType
+
+
+def test_real_regexes_compile(real: tuple[list[ClassifierCase], list[DeciderCase]]) -> None:
+    for d in real[1]:
+        if isinstance(d.check, RegexCheck):
+            re.compile(d.check.expected)
+
+
+def test_real_json_equal_expectations_round_trip(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    for d in real[1]:
+        if isinstance(d.check, JsonEqualCheck):
+            value = d.check.expected_value()
+            assert json.loads(json.dumps(value)) == value, d.id
+
+
+def test_real_cases_round_trip_through_json(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    classifier, decider = real
+    for c in classifier:
+        assert ClassifierCase.model_validate_json(c.model_dump_json()) == c
+    for d in decider:
+        assert DeciderCase.model_validate_json(d.model_dump_json()) == d
+
+
+def test_real_golden_answers_pass_their_own_checks(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    failing = {}
+    for d in real[1]:
+        result = run_check(d.check, d.golden_answer)
+        if not result.passed:
+            failing[d.id] = result.detail
+    assert failing == {}
+
+
+def test_real_prompts_end_with_the_final_answer_instruction(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    assert all(d.prompt.rstrip().endswith(FINAL_ANSWER_INSTRUCTION) for d in real[1])

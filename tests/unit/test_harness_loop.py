@@ -1,0 +1,338 @@
+"""The built-in agent harness loop, against a scripted provider and an in-memory sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from contracts.cases import FINAL_ANSWER_INSTRUCTION, DeciderCase
+from streams.harness import RESET_WORKSPACE, TOOLS, BuiltinHarness, HarnessError
+from streams.sandbox import ExecResult, Sandbox, redact
+
+# ------------------------------------------------------------------ test doubles
+
+
+@dataclass(frozen=True)
+class Call:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    arguments_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None
+    tool_calls: list[Call] = field(default_factory=list)
+    cost_usd: float | None = 0.001
+    latency_ms: float = 5.0
+
+    @property
+    def assistant_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            msg["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                }
+                for c in self.tool_calls
+            ]
+        return msg
+
+
+def tools(*calls: tuple[str, dict[str, Any]], cost: float | None = 0.001) -> Reply:
+    return Reply(None, [Call(f"call_{i}", n, a) for i, (n, a) in enumerate(calls)], cost)
+
+
+class ScriptedProvider:
+    """Stands in for the LLM: returns canned replies in order, records every request."""
+
+    def __init__(self, script: list[Reply | BaseException], delay_s: float = 0.0) -> None:
+        self.script = list(script)
+        self.delay_s = delay_s
+        self.requests: list[dict[str, Any]] = []
+
+    async def chat(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        reasoning_effort: str | None = None,
+        timeout_s: float | None = None,
+        seed: int | None = None,
+    ) -> Reply:
+        self.requests.append(
+            {
+                "model": model,
+                "messages": json.loads(json.dumps(messages)),
+                "tools": tools,
+                "reasoning_effort": reasoning_effort,
+                "timeout_s": timeout_s,
+                "seed": seed,
+            }
+        )
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        item = self.script.pop(0) if self.script else Reply("", cost_usd=None)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class MemorySandbox:
+    """In-memory workspace; `exec` is answered by a handler (default: a few fake commands)."""
+
+    def __init__(self, handler: Callable[[str], ExecResult] | None = None) -> None:
+        self.files: dict[str, str] = {}
+        self.commands: list[str] = []
+        self.writes: list[dict[str, str]] = []
+        self.handler = handler
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> MemorySandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def write_files(self, files: Mapping[str, str]) -> None:
+        self.writes.append(dict(files))
+        self.files.update(files)
+
+    async def read_file(self, path: str) -> str:
+        if path not in self.files:
+            raise FileNotFoundError(f"no such file: {path}")
+        return self.files[path]
+
+    async def exec(self, cmd: str, timeout_s: float) -> ExecResult:
+        self.commands.append(cmd)
+        if cmd == RESET_WORKSPACE:
+            self.files.clear()
+            return ExecResult(0, "", "", False, 1.0, False)
+        if self.handler is not None:
+            return self.handler(cmd)
+        if cmd.startswith("ls -la"):
+            return ExecResult(0, "\n".join(sorted(self.files)), "", False, 1.0, False)
+        return ExecResult(0, f"ran: {cmd}\n", "", False, 1.0, False)
+
+
+def make_case(**update: Any) -> DeciderCase:
+    case = DeciderCase(
+        id="agentic_execution-data_processing-sum-numbers",
+        taskType="agentic_execution",
+        subtaskType="data_processing",
+        tier="low",
+        prompt=f"Sum the numbers in data/nums.txt. {FINAL_ANSWER_INSTRUCTION}",
+        check={"kind": "exact", "expected": "6"},
+        golden_answer="6",
+        files={"data/nums.txt": "1\n2\n3\n"},
+        timeout_s=30,
+        reference="awk '{s+=$1} END {print s}' data/nums.txt",
+    )
+    return case.model_copy(update=update) if update else case
+
+
+async def run(
+    provider: ScriptedProvider, sandbox: Sandbox | None = None, **kw: Any
+) -> tuple[Any, MemorySandbox | Sandbox]:
+    sb = sandbox or MemorySandbox()
+    case = kw.pop("case", make_case())
+    harness = BuiltinHarness(provider, **kw)
+    result = await harness.run_case(case, sb, model="sim/correct", reasoning_effort="low", rep=3)
+    return result, sb
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_tool_schemas_have_the_agreed_names_and_arguments() -> None:
+    shapes = {
+        t["function"]["name"]: sorted(t["function"]["parameters"]["properties"]) for t in TOOLS
+    }
+    assert shapes == {
+        "read_file": ["path"],
+        "write_file": ["content", "path"],
+        "list_dir": ["path"],
+        "run_shell": ["command"],
+    }
+    assert all(t["type"] == "function" for t in TOOLS)
+
+
+async def test_tool_loop_reaches_a_final_answer() -> None:
+    provider = ScriptedProvider(
+        [
+            tools(("read_file", {"path": "data/nums.txt"}), cost=0.01),
+            tools(("run_shell", {"command": "awk '{s+=$1} END {print s}' data/nums.txt"})),
+            Reply("The sum is:\n6", cost_usd=0.02),
+        ]
+    )
+    result, sb = await run(provider)
+    assert result.answer == "The sum is:\n6"
+    assert result.stop_reason == "final"
+    assert (result.steps, result.attempts, result.timed_out) == (3, 1, False)
+    assert result.cost_usd == pytest.approx(0.031)
+    assert result.model_latency_ms == pytest.approx(15.0)
+    assert isinstance(sb, MemorySandbox)
+    assert sb.writes[0] == {"data/nums.txt": "1\n2\n3\n"}  # files written before the loop
+    assert sb.commands == [RESET_WORKSPACE, "awk '{s+=$1} END {print s}' data/nums.txt"]
+
+    first, third = provider.requests[0], provider.requests[2]
+    assert [m["role"] for m in first["messages"]] == ["system", "user"]
+    assert first["messages"][1]["content"] == make_case().prompt  # exactly the prompt
+    assert {r["seed"] for r in provider.requests} == {3}
+    assert {r["reasoning_effort"] for r in provider.requests} == {"low"}
+    assert all(r["tools"] == TOOLS for r in provider.requests)
+    roles = [m["role"] for m in third["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "assistant", "tool"]
+    tool_msg = third["messages"][3]
+    assert tool_msg == {"role": "tool", "tool_call_id": "call_0", "content": "1\n2\n3\n"}
+    assert "exit_code: 0" in third["messages"][5]["content"]
+    assert "read_file" in result.transcript_tail and "6" in result.transcript_tail
+
+
+async def test_empty_answer_is_retried_once_from_scratch_and_costs_are_summed() -> None:
+    provider = ScriptedProvider(
+        [
+            tools(("write_file", {"path": "scratch.txt", "content": "x"}), cost=0.01),
+            Reply("", cost_usd=0.02),  # exit 0, no text
+            Reply("6", cost_usd=0.04),
+        ]
+    )
+    result, sb = await run(provider)
+    assert isinstance(sb, MemorySandbox)
+    assert result.answer == "6"
+    assert result.attempts == 2
+    assert result.stop_reason == "final"
+    assert result.cost_usd == pytest.approx(0.07)
+    assert result.steps == 3
+    assert sb.commands.count(RESET_WORKSPACE) == 2  # workspace wiped before each attempt
+    assert "scratch.txt" not in sb.files
+    assert sb.writes[-1] == {"data/nums.txt": "1\n2\n3\n"}  # case files written again
+    # the retry is a fresh conversation
+    assert [m["role"] for m in provider.requests[2]["messages"]] == ["system", "user"]
+
+
+async def test_two_empty_answers_stop_as_empty() -> None:
+    provider = ScriptedProvider([Reply(None, cost_usd=0.01), Reply("  \n", cost_usd=0.01)])
+    result, _ = await run(provider)
+    assert (result.answer, result.stop_reason, result.attempts) == ("", "empty", 2)
+    assert result.cost_usd == pytest.approx(0.02)
+    assert len(provider.requests) == 2  # retried once, not more
+
+
+async def test_cost_is_none_without_any_cost_signal() -> None:
+    result, _ = await run(ScriptedProvider([Reply("6", cost_usd=None)]))
+    assert result.cost_usd is None
+
+
+async def test_step_budget_is_bounded() -> None:
+    provider = ScriptedProvider([tools(("list_dir", {"path": "."})) for _ in range(20)])
+    result, _ = await run(provider, max_steps=4)
+    assert (result.stop_reason, result.steps, result.answer) == ("max_steps", 4, "")
+    assert len(provider.requests) == 4
+    assert result.attempts == 1
+
+
+async def test_case_wall_clock_timeout() -> None:
+    provider = ScriptedProvider([tools(("list_dir", {"path": "."}))] * 50, delay_s=0.05)
+    case = make_case().model_copy(update={"timeout_s": 0.3})
+    result, _ = await run(provider, case=case)
+    assert result.timed_out and result.stop_reason == "timeout"
+    assert result.answer == ""
+    assert result.latency_ms < 1000
+    assert result.steps >= 2 and result.cost_usd is not None  # calls made before it count
+
+
+async def test_tool_errors_go_back_to_the_model() -> None:
+    provider = ScriptedProvider(
+        [
+            Reply(
+                None,
+                [
+                    Call("a", "read_file", {"path": "missing.txt"}),
+                    Call("b", "delete_everything", {}),
+                    Call("c", "run_shell", {}),
+                    Call("d", "write_file", {"path": "/etc/passwd", "content": "x"}),
+                    Call("e", "run_shell", {}, arguments_error="Expecting value: line 1"),
+                    Call("f", "write_file", {"path": "/workspace/out/r.txt", "content": "ok"}),
+                    Call("g", "read_file", {"path": "/workspace/out/r.txt"}),
+                ],
+            ),
+            Reply("6"),
+        ]
+    )
+    result, sb = await run(provider)
+    assert result.answer == "6"
+    contents = {m["tool_call_id"]: m["content"] for m in provider.requests[1]["messages"][3:]}
+    assert contents["a"].startswith("error: no such file")
+    assert "unknown tool 'delete_everything'" in contents["b"]
+    assert "missing string argument 'command'" in contents["c"]
+    assert "inside the workspace" in contents["d"]
+    assert "could not parse the arguments" in contents["e"]
+    assert contents["f"] == "wrote 2 bytes to out/r.txt"
+    assert contents["g"] == "ok"
+    assert isinstance(sb, MemorySandbox) and sb.files["out/r.txt"] == "ok"
+
+
+async def test_tool_output_is_capped() -> None:
+    big = ExecResult(0, "x" * 50_000, "", False, 1.0, True)
+    provider = ScriptedProvider([tools(("run_shell", {"command": "yes"})), Reply("6")])
+    await run(provider, MemorySandbox(lambda _cmd: big), max_tool_output=1000)
+    content = provider.requests[1]["messages"][3]["content"]
+    assert len(content) < 1100 and "characters cut" in content
+
+
+async def test_timed_out_command_is_reported_to_the_model() -> None:
+    killed = ExecResult(None, "partial", "", True, 1000.0, False)
+    provider = ScriptedProvider([tools(("run_shell", {"command": "sleep 999"})), Reply("6")])
+    await run(provider, MemorySandbox(lambda _cmd: killed))
+    assert "timed out" in provider.requests[1]["messages"][3]["content"]
+
+
+async def test_provider_failure_raises_a_redacted_error(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "sk-live-0123456789abcdef"
+    provider = ScriptedProvider(
+        [
+            tools(("list_dir", {"path": "."})),
+            RuntimeError(f"401 Unauthorized: invalid key {secret}"),
+        ]
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(HarnessError) as info:
+        await run(provider, redact=[secret])
+    err = info.value
+    assert secret not in str(err) and secret not in err.transcript_tail
+    assert "[REDACTED]" in str(err)
+    assert err.__cause__ is None and err.__suppress_context__
+    assert secret not in caplog.text
+
+
+async def test_secrets_are_scrubbed_from_answer_and_transcript() -> None:
+    secret = "sk-live-0123456789abcdef"
+    provider = ScriptedProvider(
+        [tools(("run_shell", {"command": f"echo {secret}"})), Reply(f"key {secret}\n6")]
+    )
+    result, _ = await run(provider, redact=[secret])
+    dumped = json.dumps(result.to_dict())
+    assert secret not in dumped
+    assert result.answer.endswith("6")
+
+
+def test_redact_ignores_tiny_values_and_prefers_longest() -> None:
+    assert redact("abc sk-1234 sk-12345", ["sk-12345", "sk-1234", "a"]) == (
+        "abc [REDACTED] [REDACTED]"
+    )
