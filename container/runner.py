@@ -135,10 +135,23 @@ def _inside(rel: str) -> str:
     return full
 
 
+def _unlock_tree(path: str) -> None:
+    """A task may have chmod-ed its directories unreadable; we own them, so unlock first."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for root, dirs, _files in os.walk(path):  # top-down: children unlocked before descent
+        for d in dirs:
+            child = os.path.join(root, d)
+            if not os.path.islink(child):  # never chmod through a symlink
+                with contextlib.suppress(OSError):
+                    os.chmod(child, 0o700)
+
+
 def _clean_workspace() -> None:
     """Empty the workspace (dotfiles included), keeping the directory itself."""
     for entry in os.scandir(WORKSPACE):
         if entry.is_dir(follow_symlinks=False):
+            _unlock_tree(entry.path)
             shutil.rmtree(entry.path)
         else:
             os.unlink(entry.path)
@@ -179,7 +192,7 @@ def cmd_write(argv: list[str]) -> int:
             written.append(rel)
         _emit({"ok": True, "written": written})
         return 0
-    except (OSError, ValueError) as e:
+    except Exception as e:  # always answer in JSON
         _emit({"ok": False, "error": f"{type(e).__name__}: {e}"})
         return 1
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -142,7 +143,7 @@ def judge(
         problems.insert(0, f"reference timed out after {case.timeout_s}s")
     elif result.exit_code != 0:
         tail = last_nonempty_line(result.stderr) or ""
-        problems.insert(0, f"reference exited with {result.exit_code}: {tail}".rstrip(": "))
+        problems.insert(0, f"{_exit_reason(result.exit_code)}: {tail}".rstrip(": "))
     elif answer is None:
         problems.insert(0, "reference printed nothing")
     else:
@@ -159,6 +160,23 @@ def judge(
         timed_out=result.timed_out,
         detail="; ".join(problems),
     )
+
+
+def _exit_reason(code: int | None) -> str:
+    """`exited with 3`, or the signal that killed it (128+N as shells report it, or -N)."""
+    signum = None
+    if code is not None and 128 < code < 128 + 65:
+        signum = code - 128
+    elif code is not None and code < 0:
+        signum = -code
+    if signum is None:
+        return f"reference exited with {code}"
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    hint = " (likely out of memory: sandboxes are memory-capped)" if name == "SIGKILL" else ""
+    return f"reference was killed by {name}, exit {code}{hint}"
 
 
 async def verify_cases(

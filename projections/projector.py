@@ -16,6 +16,7 @@ with exponential backoff (tenacity) and the projector resumes from the stored of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,7 @@ from api.settings import Settings
 from contracts.codec import DecodeError, decode_event
 from contracts.events import EVENT_CLASSES
 from projections.db import aconnect, check_schema
-from projections.fold import Row, fold
+from projections.fold import FAST_FOLDERS, Row, fold
 from projections.migrate import amigrate
 from projections.writer import group_rows, setup_temp_tables, write_rows
 from streams.topics import DECISIONS, EVENTS
@@ -124,6 +125,7 @@ class Projector:
         drain: bool = False,
         notify: bool = True,
         migrate: bool = True,
+        fast: bool = False,
         batch_max: int = 5000,
         topics: tuple[str, ...] = (EVENTS.name, DECISIONS.name),
         before_commit: BeforeCommit | None = None,
@@ -135,12 +137,17 @@ class Projector:
         self.drain = drain or until is not None
         self.notify = notify
         self.migrate = migrate
+        self.fast = fast
+        """Fold the high-volume events without pydantic validation (trusted replays)."""
         self.batch_max = batch_max
         self.topics = tuple(settings.topic(t) for t in topics)
         self.before_commit = before_commit
         self.on_progress = on_progress
         self.stats = ProjectorStats()
         self.positions: dict[TopicPartition, int] = {}
+        """Next offset per partition as committed in Postgres."""
+        self.folded: dict[TopicPartition, int] = {}
+        """Next offset per partition as folded (ahead of `positions` by the pending batch)."""
         self.end: dict[TopicPartition, int] = {}
         self.cut: set[TopicPartition] = set()
         """Partitions stopped by `until` (their next event is later than it)."""
@@ -205,6 +212,11 @@ class Projector:
         )
         # No server-side prepared statements: names must re-resolve after a schema swap.
         conn.prepare_threshold = None
+        if self.fast:
+            # Replays need not wait for each WAL flush: rows and offsets share a transaction,
+            # so a crash loses a tail of whole batches, which the next run re-projects.
+            await conn.execute("set synchronous_commit = off")
+            await conn.commit()
         return conn
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
@@ -229,6 +241,7 @@ class Projector:
         stored = {TopicPartition(t, p): o for t, p, o in await cur.fetchall()}
         await conn.rollback()
         self.positions = {tp: stored.get(tp, 0) for tp in tps}
+        self.folded = dict(self.positions)
         self.cut.clear()  # a cut found by an uncommitted batch must be found again
         for tp in tps:
             if self.positions[tp] == 0:
@@ -240,10 +253,10 @@ class Projector:
                 max(0, self.end.get(tp, 0) - self.positions[tp]) for tp in tps
             )
 
-    def _finished(self, tps: list[TopicPartition]) -> bool:
+    def _finished(self, tps: list[TopicPartition], positions: dict[TopicPartition, int]) -> bool:
         if not self.drain:
             return False
-        return all(tp in self.cut or self.positions[tp] >= self.end.get(tp, 0) for tp in tps)
+        return all(tp in self.cut or positions[tp] >= self.end.get(tp, 0) for tp in tps)
 
     async def _session(
         self,
@@ -254,30 +267,74 @@ class Projector:
     ) -> None:
         await setup_temp_tables(conn)
         await self._load_positions(conn, consumer, tps)
-        while not _is_set(stop) and not self._finished(tps):
-            active = [tp for tp in tps if tp not in self.cut]
-            data = await consumer.getmany(*active, timeout_ms=200, max_records=self.batch_max)
-            if not data:
-                continue
-            batch = self._fold(data)
-            if batch.end == batch.start:
-                continue
-            try:
-                await self._commit(conn, batch)
-            except _Diverged:
-                self.stats.diverged += 1
-                log.warning("stored offsets moved under the projector; re-seeking")
-                await self._load_positions(conn, consumer, tps)
-                continue
-            self.positions.update(batch.end)
-            self.stats.batches += 1
-            self.stats.events_applied += batch.applied
-            self.stats.ignored += batch.ignored
-            if self.on_progress is not None:
-                self.stats.elapsed_s = time.monotonic() - self.stats.started
-                self.on_progress(self.stats)
+        # Pipelined by one batch: Postgres commits batch N while this process decodes N+1.
+        # `folded` runs ahead of `positions` (committed); a failed commit discards the batch
+        # folded behind it and re-seeks to the stored offsets.
+        pending: asyncio.Task[Batch] | None = None
+        try:
+            while not _is_set(stop):
+                if self._finished(tps, self.folded):
+                    if pending is None:
+                        break
+                    task, pending = pending, None
+                    await self._settle(task, conn, consumer, tps)
+                    continue
+                active = [tp for tp in tps if tp not in self.cut]
+                data = await consumer.getmany(*active, timeout_ms=200, max_records=self.batch_max)
+                batch = self._fold(data) if data else None
+                if pending is not None and (batch is not None or pending.done()):
+                    task, pending = pending, None
+                    if not await self._settle(task, conn, consumer, tps):
+                        continue  # diverged: positions reloaded, this batch is stale
+                if batch is not None and batch.end != batch.start:
+                    pending = asyncio.create_task(self._commit(conn, batch))
+            if pending is not None:  # stopped: let the batch in flight commit
+                task, pending = pending, None
+                await self._settle(task, conn, consumer, tps)
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+
+    async def _settle(
+        self,
+        task: asyncio.Task[Batch],
+        conn: psycopg.AsyncConnection,
+        consumer: AIOKafkaConsumer,
+        tps: list[TopicPartition],
+    ) -> bool:
+        """Wait for a commit; account for it, or on divergence reload. True if it committed."""
+        try:
+            batch = await task
+        except _Diverged:
+            self.stats.diverged += 1
+            log.warning("stored offsets moved under the projector; re-seeking")
+            await self._load_positions(conn, consumer, tps)
+            return False
+        self.positions.update(batch.end)
+        self.stats.batches += 1
+        self.stats.events_applied += batch.applied
+        self.stats.ignored += batch.ignored
+        if self.on_progress is not None:
+            self.stats.elapsed_s = time.monotonic() - self.stats.started
+            self.on_progress(self.stats)
+        return True
 
     # ---- folding (no IO) -------------------------------------------------------------
+
+    def _decode_fold(self, raw: bytes) -> tuple[str, str | None, list[Row]]:
+        """(occurred_at, type, rows) of a message; raises DecodeError."""
+        if self.fast:
+            try:
+                d = orjson.loads(raw)
+                fast = FAST_FOLDERS.get((d["type"], d["schema_version"]))
+                if fast is not None:
+                    return d["occurred_at"], d["type"], fast(d)
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                pass  # the validating decoder says precisely what is wrong
+        event = decode_event(raw)
+        return event.occurred_at, event.type, fold(event)
 
     def _fold(self, data: dict[TopicPartition, list[Any]]) -> Batch:
         items: list[_Item] = []
@@ -288,7 +345,7 @@ class Projector:
         for tp, msgs in data.items():
             if tp in self.cut:
                 continue
-            pos = self.positions.get(tp, 0)
+            pos = self.folded.get(tp, 0)
             start[tp] = end[tp] = pos
             for m in msgs:
                 if m.offset < pos:
@@ -300,7 +357,7 @@ class Projector:
                     end[tp] = m.offset + 1
                     continue
                 try:
-                    event = decode_event(raw)
+                    occurred_at, type_name, rows = self._decode_fold(raw)
                 except DecodeError as e:
                     if until is not None and _later_than(raw, until):
                         self.cut.add(tp)
@@ -311,21 +368,21 @@ class Projector:
                         items.append(_Item(tp, m.offset, e.type_name, [], e.reason, raw))
                     end[tp] = m.offset + 1
                     continue
-                if until is not None and parse_ts(event.occurred_at) > until:
+                if until is not None and parse_ts(occurred_at) > until:
                     self.cut.add(tp)
                     break
-                rows = fold(event)
                 if rows:
-                    items.append(_Item(tp, m.offset, event.type, rows))
+                    items.append(_Item(tp, m.offset, type_name, rows))
                     applied += 1
                 else:
                     ignored += 1
                 end[tp] = m.offset + 1
+        self.folded.update(end)
         return Batch(items, start, end, applied, ignored)
 
     # ---- writing ---------------------------------------------------------------------
 
-    async def _commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
+    async def _commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> Batch:
         try:
             async with conn.transaction():
                 await self._check_offsets(conn, batch)
@@ -336,6 +393,7 @@ class Projector:
         except (pg_errors.IntegrityError, pg_errors.DataError) as e:
             log.warning("batch violates a constraint (%s); applying it event by event", e)
             await self._commit_one_by_one(conn, batch)
+        return batch
 
     async def _commit_one_by_one(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
         async with conn.transaction():
@@ -440,6 +498,7 @@ async def run_projector(
     schema: str | None = None,
     drain: bool = False,
     notify: bool = True,
+    fast: bool = False,
     on_progress: Callable[[ProjectorStats], None] | None = None,
     before_commit: BeforeCommit | None = None,
 ) -> ProjectorStats:
@@ -448,7 +507,8 @@ async def run_projector(
     Follows the log until `stop` is set. With `drain` (or `until`) it returns once every
     partition reached the end offsets seen at start; with `until` each partition stops at
     its first event later than that timestamp (the stored offset then points at it).
-    Migrations are applied first.
+    Migrations are applied first. `fast` folds CaseGraded/DecisionMade without pydantic
+    validation (for replays of a log the worker validated when writing it).
     """
     projector = Projector(
         settings,
@@ -456,6 +516,7 @@ async def run_projector(
         until=until,
         drain=drain,
         notify=notify,
+        fast=fast,
         on_progress=on_progress,
         before_commit=before_commit,
     )

@@ -77,13 +77,15 @@ async def replay(
     until: str | None = None,
     swap: bool = False,
     replace: bool = False,
+    fast: bool = True,
     on_progress: Callable[[ProjectorStats], None] | None = None,
 ) -> ReplayResult:
     """Rebuild all projections from offset 0 into `schema` (default `<live>_replay_<stamp>`)."""
     target = schema or default_schema_name(settings.db_schema)
     await asyncio.to_thread(prepare_fresh_schema, settings, target, replace=replace)
     stats = await run_projector(
-        settings, schema=target, until=until, drain=True, notify=False, on_progress=on_progress
+        settings, schema=target, until=until, drain=True, notify=False, fast=fast,
+        on_progress=on_progress,
     )
     result = ReplayResult(target, stats)
     if swap:

@@ -139,14 +139,14 @@ class Worker:
     # ------------------------------------------------------------------ state access
     def admin_state(self) -> AdminState:
         raw = self.admin.get(ADMIN_KEY)
-        return AdminState.model_validate_json(raw) if raw else AdminState()
+        return AdminState.model_validate(raw) if raw else AdminState()
 
     def model_history(self) -> dict[str, ModelRecord]:
-        return {k: ModelRecord.model_validate_json(v) for k, v in self.history.items() if v}
+        return {k: ModelRecord.model_validate(v) for k, v in self.history.items() if v}
 
     def run_progress(self, run_id: str) -> RunProgress | None:
         raw = self.runs.get(run_id)
-        return RunProgress.model_validate_json(raw) if raw else None
+        return RunProgress.model_validate(raw) if raw else None
 
     async def send_event(self, event: EventBase) -> None:
         await self.events.send(key=event_key(event).encode(), value=encode_event(event))
@@ -188,7 +188,7 @@ class Worker:
             state = evolve_admin(state, ev)
         # The state is saved before the events go out; a crash in between re-decides the
         # command on redelivery, and the derived event ids make the repeats harmless.
-        self.admin[ADMIN_KEY] = state.model_dump_json().encode()
+        self.admin[ADMIN_KEY] = state.model_dump(mode="json")
         for ev in outcome.events:
             await self.send_event(ev)
         for job in outcome.jobs:
@@ -302,9 +302,9 @@ class Worker:
                 await self.send_event(ev)
             for record in measured_records(progress):
                 key = history_key(record.kind, record.model, record.reasoning_effort)
-                self.history[key] = record.model_dump_json().encode()
+                self.history[key] = record.model_dump(mode="json")
             progress = progress.model_copy(update={"completed": True})
-        self.runs[run_id] = progress.model_dump_json().encode()
+        self.runs[run_id] = progress.model_dump(mode="json")
 
 
 def run_worker(worker: Worker, loglevel: str = "info") -> None:

@@ -241,7 +241,7 @@ def _print_verdicts(console: Console, verdicts: list[CaseVerdict], show_all: boo
     listed = verdicts if show_all else [v for v in verdicts if not v.ok]
     if listed:
         cases = Table(title="Cases" if show_all else "Failures")
-        cases.add_column("case")
+        cases.add_column("case", overflow="fold")
         cases.add_column("tier")
         cases.add_column("check")
         cases.add_column("status")

@@ -26,6 +26,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
 
 from api.provider.errors import (
     ProviderAuthError,
@@ -188,13 +189,8 @@ class ProviderClient:
         started = time.monotonic()
         deadline = started + budget
 
-        def out_of_time(state: RetryCallState) -> bool:
-            # tenacity computes the upcoming sleep before asking stop: never sleep past
-            # the caller's budget, give up with the last error instead.
-            return time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
-
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1) | out_of_time,
+            stop=stop_after_attempt(self.max_retries + 1) | _StopAtDeadline(deadline),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
             reraise=True,
@@ -356,14 +352,18 @@ class ProviderClient:
         if any(tc is None for tc in tool_calls):
             raise bad("tool call without a function name")
 
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        raw_usage = data.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
         input_tokens = _int(usage.get("prompt_tokens"))
         output_tokens = _int(usage.get("completion_tokens"))
-        answered_by = data.get("model") if isinstance(data.get("model"), str) else model
+        raw_model = data.get("model")
+        answered_by = raw_model if isinstance(raw_model, str) and raw_model else model
         reported = usage.get("cost")
         cost: float | None
-        if isinstance(reported, int | float) and not isinstance(reported, bool) and (
-            math.isfinite(reported) and reported >= 0
+        if (
+            isinstance(reported, int | float)
+            and not isinstance(reported, bool)
+            and (math.isfinite(reported) and reported >= 0)
         ):
             cost = float(reported)
         else:
@@ -391,7 +391,19 @@ class ProviderClient:
         )
 
 
-def _content_text(content: Any) -> str | None | bool:
+class _StopAtDeadline(stop_base):
+    """Stop when the upcoming backoff would end past the caller's deadline: give up with
+    the last error instead of sleeping through the budget (tenacity computes the upcoming
+    sleep before it asks the stop condition)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() + (retry_state.upcoming_sleep or 0.0) >= self.deadline
+
+
+def _content_text(content: Any) -> str | bool | None:
     """Message content as text; False when it is neither text nor a list of text parts."""
     if content is None or isinstance(content, str):
         return content

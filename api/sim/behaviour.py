@@ -180,7 +180,9 @@ def classifier_fields(
     return {f: out[f] for f in CLASSIFICATION_FIELDS}
 
 
-def render_classification(fields: Mapping[str, Any], model_id: str, case_hash: str, rep: int) -> str:
+def render_classification(
+    fields: Mapping[str, Any], model_id: str, case_hash: str, rep: int
+) -> str:
     """The answer text: mostly a bare JSON object, sometimes fenced or with a line of prose
     around it, as real models do despite the prompt (the parser tolerates both)."""
     u = unit(model_id, case_hash, rep, "style")
@@ -218,7 +220,7 @@ def _bump_last_number(text: str) -> str | None:
     token = m.group(0)
     if "." in token:
         decimals = len(token.split(".")[1])
-        bumped = f"{float(token) + 10 ** -decimals:.{decimals}f}"
+        bumped = f"{float(token) + 10**-decimals:.{decimals}f}"
     else:
         bumped = str(int(token) + 1)
     return text[: m.start()] + bumped + text[m.end() :]
@@ -337,7 +339,9 @@ class Plan:
 
 
 def _call(model_id: str, case_hash: str, rep: int, step: int, command: str) -> ToolCallPlan:
-    call_id = "call_" + hashlib.sha256(f"{model_id}|{case_hash}|{rep}|{step}".encode()).hexdigest()[:16]
+    call_id = (
+        "call_" + hashlib.sha256(f"{model_id}|{case_hash}|{rep}|{step}".encode()).hexdigest()[:16]
+    )
     return ToolCallPlan(call_id, "run_shell", {"command": command})
 
 
@@ -375,18 +379,14 @@ def plan_decider(
         text = garbled_answer(case)
     elif draw.correct:
         text = (
-            tool_output_answer(last_tool_output or "")
-            if agentic
-            else correct_answer(case)
+            tool_output_answer(last_tool_output or "") if agentic else correct_answer(case)
         ) or "(the command printed nothing)"
     else:
         text = wrong_answer(case)
     return Plan(draw.failure, text, (), draw.correct, "decider")
 
 
-def plan_classifier(
-    profile: ModelProfile, label: Classification, case_hash: str, rep: int
-) -> Plan:
+def plan_classifier(profile: ModelProfile, label: Classification, case_hash: str, rep: int) -> Plan:
     draw = classifier_draw(profile, case_hash, rep)
     fields = classifier_fields(label, draw, profile.id, case_hash, rep)
     if draw.failure == "empty":

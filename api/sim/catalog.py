@@ -40,9 +40,7 @@ class CaseIndex:
         return digest, self.by_hash.get(digest)
 
     @classmethod
-    def build(
-        cls, classifier: list[ClassifierCase], decider: list[DeciderCase]
-    ) -> CaseIndex:
+    def build(cls, classifier: list[ClassifierCase], decider: list[DeciderCase]) -> CaseIndex:
         by_hash: dict[str, CaseRef] = {}
         for d in decider:
             by_hash[content_hash(d.prompt)] = CaseRef("decider", d)

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -35,8 +37,8 @@ from api.sim.behaviour import Plan
 from api.sim.catalog import CaseIndex, load_cases
 from api.sim.fleet import Fleet, ModelProfile, load_fleet
 from contracts.cases import ClassifierCase, DeciderCase
-from contracts.classifier_prompt import CLASSIFIER_SYSTEM_PROMPT, heuristic_classification
 from contracts.classification import Classification
+from contracts.classifier_prompt import CLASSIFIER_SYSTEM_PROMPT, heuristic_classification
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,9 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def _error(status: int, message: str, kind: str, code: str | int | None = None, **h: str) -> Response:
+def _error(
+    status: int, message: str, kind: str, code: str | int | None = None, **h: str
+) -> Response:
     body = {
         "error": {"message": message, "type": kind, "code": code if code is not None else status},
         "simulated": True,
@@ -97,7 +101,9 @@ def _text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     return ""
 
@@ -157,7 +163,9 @@ def _is_classifier_request(messages: list[Any]) -> bool:
     for m in messages:
         if isinstance(m, dict) and m.get("role") == "system":
             text = _text(m.get("content"))
-            if text == CLASSIFIER_SYSTEM_PROMPT or ('"taskType"' in text and '"subtaskType"' in text):
+            if text == CLASSIFIER_SYSTEM_PROMPT or (
+                '"taskType"' in text and '"subtaskType"' in text
+            ):
                 return True
     return False
 
@@ -168,7 +176,11 @@ def _plan(
     messages: list[Any] = body["messages"]
     step = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
     first_user = next(
-        (_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"),
+        (
+            _text(m.get("content"))
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+        ),
         "",
     )
     digest, ref = state.cases.lookup(first_user)
@@ -274,30 +286,46 @@ def create_app(
         model_id = body.get("model")
         messages = body.get("messages")
         if not isinstance(model_id, str) or not isinstance(messages, list) or not messages:
-            return _error(400, "`model` and a non-empty `messages` list are required", "invalid_request_error")
+            return _error(
+                400, "`model` and a non-empty `messages` list are required", "invalid_request_error"
+            )
         if body.get("stream"):
             return _error(400, "the simulated provider does not stream", "invalid_request_error")
         profile = fleet.get(model_id)
         if profile is None:
-            return _error(404, f"model {model_id!r} is not in the simulated fleet", "invalid_request_error", "model_not_found")
+            return _error(
+                404,
+                f"model {model_id!r} is not in the simulated fleet",
+                "invalid_request_error",
+                "model_not_found",
+            )
         seed = body.get("seed", 0)
         rep = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
         plan, digest, step = _plan(state, profile, body, rep)
         try:
-            if step == 0 and plan.failure == "server_error" and state.take_transient(
-                (profile.id, digest, rep, step), profile.server_error_burst
+            if (
+                step == 0
+                and plan.failure == "server_error"
+                and state.take_transient(
+                    (profile.id, digest, rep, step), profile.server_error_burst
+                )
             ):
                 return _error(503, "simulated upstream overload", "server_error")
-            if step == 0 and plan.failure == "rate_limited" and state.take_transient(
-                (profile.id, digest, rep, step), 1
+            if (
+                step == 0
+                and plan.failure == "rate_limited"
+                and state.take_transient((profile.id, digest, rep, step), 1)
             ):
-                return _error(429, "simulated rate limit", "rate_limit_error", **{"Retry-After": "0"})
+                return _error(
+                    429, "simulated rate limit", "rate_limit_error", **{"Retry-After": "0"}
+                )
             if step == 0 and plan.failure == "timeout":
                 await _sleep(request, fleet.timeout_sleep_s)
                 return _error(408, "simulated timeout", "timeout")
             await _sleep(
-                request, behaviour.latency_ms(profile, digest, rep, step, state.latency_scale) / 1000
+                request,
+                behaviour.latency_ms(profile, digest, rep, step, state.latency_scale) / 1000,
             )
         except _Disconnected:
             return Response(status_code=499)
@@ -306,26 +334,41 @@ def create_app(
     return app
 
 
+@dataclass(frozen=True)
+class _CallJson:
+    id: str
+    name: str
+    arguments_json: str
+
+
+def _calls_json(plan: Plan) -> list[_CallJson]:
+    return [_CallJson(c.id, c.name, orjson.dumps(c.arguments).decode()) for c in plan.tool_calls]
+
+
 def completion_response(
     profile: ModelProfile, body: dict[str, Any], plan: Plan, digest: str, rep: int, step: int
 ) -> dict[str, Any]:
     text = plan.text
     finish = "tool_calls" if plan.tool_calls else "stop"
     max_tokens = body.get("max_tokens")
-    if isinstance(text, str) and isinstance(max_tokens, int) and max_tokens > 0:
-        if behaviour.estimate_tokens(text) > max_tokens:
-            text, finish = text[: max_tokens * 4], "length"
-    tool_calls = [
+    if (
+        isinstance(text, str)
+        and isinstance(max_tokens, int)
+        and max_tokens > 0
+        and behaviour.estimate_tokens(text) > max_tokens
+    ):
+        text, finish = text[: max_tokens * 4], "length"
+    tool_calls: list[dict[str, Any]] = [
         {
             "id": c.id,
             "type": "function",
-            "function": {"name": c.name, "arguments": orjson.dumps(c.arguments).decode()},
+            "function": {"name": c.name, "arguments": c.arguments_json},
         }
-        for c in plan.tool_calls
+        for c in _calls_json(plan)
     ]
-    out_chars = len(text or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
-    prompt_tokens = max(1, (_prompt_chars(body["messages"], body.get("tools")) + 3) // 4)
-    completion_tokens = behaviour.estimate_tokens("x" * out_chars) if out_chars else 0
+    out_chars = len(text or "") + sum(len(c.arguments_json) for c in _calls_json(plan))
+    prompt_tokens = max(1, math.ceil(_prompt_chars(body["messages"], body.get("tools")) / 4))
+    completion_tokens = math.ceil(out_chars / 4)
     usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

@@ -141,7 +141,7 @@ create table case_results (
     model                   text not null,
     case_id                 text not null,
     rep                     int  not null,
-    event_id                text not null unique,
+    event_id                text not null,  -- derived from the key: no index needed
     kind                    text not null,
     tier                    text not null,
     score                   double precision not null,
@@ -163,7 +163,7 @@ create table case_results (
     cls_fallback_reason     text,
     primary key (run_id, model, case_id, rep)
 );
-create index case_results_run_model_tier on case_results (run_id, model, tier);
+
 
 create table case_result_diagnostics (
     run_id   text not null,

@@ -111,6 +111,9 @@ def sim() -> Iterator[Sim]:
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: without it, uvicorn serving pre-bound sockets answers
+    # every request ~40 ms late (Nagle + delayed ACK on its split header/body writes).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
@@ -183,7 +186,10 @@ async def test_cost_equals_the_servers_usage(sim: Sim) -> None:
     )
     price = sim.fleet.get("sim/balanced").price  # type: ignore[union-attr]
     assert usage["cost"] == token_cost(
-        usage["prompt_tokens"], usage["completion_tokens"], price.input_per_mtok, price.output_per_mtok
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        price.input_per_mtok,
+        price.output_per_mtok,
     )
     assert result.text == body["choices"][0]["message"]["content"]
 
@@ -269,7 +275,9 @@ async def test_agentic_case_correct_draw_drives_the_reference_through_run_shell(
                     first.assistant_message,
                     {"role": "tool", "tool_call_id": call.id, "content": f"{output}\n"},
                 ]
-                final = await client.chat(model=profile.id, messages=messages, tools=tools, seed=rep)
+                final = await client.chat(
+                    model=profile.id, messages=messages, tools=tools, seed=rep
+                )
                 assert not final.tool_calls
                 assert run_check(case.check, final.text or "").passed == draw.correct
                 seen_right += draw.correct

@@ -19,8 +19,19 @@ from typing import Any
 import docker
 import pytest
 
-from streams.docker_sandbox import DockerSandbox, container_name, ensure_image
-from streams.janitor import LABEL_JOB, LABEL_MANAGED, LABEL_WORKER, remove_stale_containers
+from streams.docker_sandbox import (
+    DockerSandbox,
+    close_all_sandboxes,
+    container_name,
+    ensure_image,
+)
+from streams.janitor import (
+    LABEL_JOB,
+    LABEL_MANAGED,
+    LABEL_WORKER,
+    remove_stale_containers,
+    worker_is_dead,
+)
 from streams.sandbox import Sandbox, SandboxError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -91,6 +102,7 @@ async def test_container_shape_and_basic_operations(
     big = "0123456789abcdef\n" * 20_000  # 340 KB: uploaded, not inlined in argv
     await sandbox.write_files({"big/blob.txt": big, ".hidden": "h"})
     assert await sandbox.read_file("big/blob.txt") == big
+    await sandbox.exec("mkdir -p locked/in && touch locked/in/f && chmod -R 000 locked", 10)
     await sandbox.reset_workspace({"fresh.txt": "only me"})
     ls = await sandbox.exec("ls -A", 10)
     assert ls.stdout == "fresh.txt\n"
@@ -372,3 +384,29 @@ async def test_a_dead_workers_leftover_is_replaced_by_the_retried_job(
         assert c.labels[LABEL_WORKER] == second.worker_id
     await first.close()
     assert ours(client, run_id) == []
+
+
+def test_worker_liveness_rules() -> None:
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}"
+    assert not worker_is_dead(me) and not worker_is_dead(me, [])
+    assert worker_is_dead(dead) and worker_is_dead(dead, [dead + "x"])
+    assert not worker_is_dead("elsewhere:12")  # unknown host, no live set: keep
+    assert worker_is_dead("elsewhere:12", ["elsewhere:13"])
+    assert not worker_is_dead("elsewhere:12", ["elsewhere:12"])
+    assert not worker_is_dead(None) and worker_is_dead(None, [])
+
+
+async def test_worker_shutdown_closes_every_open_sandbox(client: Any, run_id: str) -> None:
+    boxes = [
+        DockerSandbox(f"test-{run_id}:shutdown:{i}:0", client=client, labels={TEST_LABEL: run_id})
+        for i in range(3)
+    ]
+    await asyncio.gather(*(b.start() for b in boxes))
+    assert len(ours(client, run_id)) == 3
+    await close_all_sandboxes()
+    assert ours(client, run_id) == []
+    with pytest.raises(SandboxError):
+        await boxes[0].exec("true", 5)

@@ -87,7 +87,10 @@ class LocalSandbox:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             return LocalResult(None, "", "", True)
-        return LocalResult(proc.returncode, out.decode(), err.decode(), False)
+        code = proc.returncode
+        # report death by signal N as 128+N, like the container's runner
+        code = 128 - code if code is not None and code < 0 else code
+        return LocalResult(code, out.decode(), err.decode(), False)
 
     async def close(self) -> None:
         self.closed = True
@@ -185,6 +188,12 @@ def test_non_zero_exit_fails_with_stderr_tail() -> None:
     (v,) = run([case("exit", reference="echo 42; echo boom >&2; exit 3")])
     assert v.status == "failed" and v.exit_code == 3
     assert "reference exited with 3: boom" in v.detail
+
+
+def test_killed_reference_names_the_signal() -> None:
+    (v,) = run([case("oom", reference="echo 42; kill -KILL $$")])
+    assert v.status == "failed" and v.exit_code == 137
+    assert "killed by SIGKILL, exit 137 (likely out of memory" in v.detail
 
 
 def test_no_output_fails() -> None:

@@ -162,7 +162,9 @@ def decider_table(reps: int, acceptance: str = "point") -> RoutingTable:
                         case_id=case.id,
                         rep=rep,
                         tier=case.tier,
-                        score=float(behaviour.decider_draw(profile, digest, case.tier, rep).correct),
+                        score=float(
+                            behaviour.decider_draw(profile, digest, case.tier, rep).correct
+                        ),
                         latency_ms=0.0,
                         cost_usd=_cost(profile, messages, plan),
                     )
@@ -220,7 +222,7 @@ def test_default_fleet_classifier_winner_is_neither_cheapest_nor_most_accurate()
     assert cheapest.model == "sim/tiny" and most_accurate.model == "sim/frontier"
     # measured weighted scores are near the expected ones fleet.yaml's comments compute
     for s in stats:
-        profile = fleet().get(s.model)
-        assert profile is not None
-        expected = profile.classifier_score(dict(CLASSIFIER_FIELD_WEIGHTS))
+        declared = fleet().get(s.model)
+        assert declared is not None
+        expected = declared.classifier_score(dict(CLASSIFIER_FIELD_WEIGHTS))
         assert abs(s.accuracy - expected) < 0.08, (s.model, s.accuracy, expected)
