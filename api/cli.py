@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.commands import datasets, demo, runs, services, sim
+from api.commands import datasets, demo, projections, runs, services, sim
 
 app = typer.Typer(
     name="provenroute",
@@ -19,6 +19,7 @@ app.add_typer(runs.run_app, name="run")
 app.add_typer(datasets.app, name="datasets")
 app.command("sim-provider")(sim.sim_provider)
 app.command("demo")(demo.demo)
+projections.register(app)
 
 
 def main() -> None:

@@ -56,5 +56,27 @@ class Settings(BaseSettings):
     sim_port: int = 8787
     api_port: int = 8080
 
+    # -- decide service (api/app.py) ---------------------------------------------------------
+    decide_budget_ms: int = Field(default=2000, ge=100, le=60_000)
+    """Longest time POST /decide may take; the gateway waits this long at most."""
+    decide_margin_ms: int = Field(default=150, ge=0, le=5_000)
+    """Kept free of the budget for everything around the classifier call (answer, network)."""
+    default_classifier_model: str = "sim/flash-lite"
+    """Classifier model when neither an admin override nor a benchmark winner exists."""
+    decide_app_id: str | None = None
+    """Faust app id (consumer group, changelog names) of the decide service; default
+    `<topic_prefix>decide`. Keep it stable across restarts: sessions recover from it."""
+    decide_startup_timeout_s: float = Field(default=60.0, gt=0)
+    """How long start-up waits for session recovery and a routing-table load before serving
+    anyway (not ready until both happened)."""
+    decide_max_body_bytes: int = Field(default=1_000_000, ge=1_000)
+    """Largest accepted /decide request body; larger ones get 413."""
+    decide_refresh_interval_s: float = Field(default=30.0, gt=0)
+    """Periodic reload of routing table, winner and override (NOTIFY is the fast path)."""
+    decide_event_queue_size: int = Field(default=50_000, ge=100)
+    """Decision events and session updates waiting for Kafka; beyond it they are dropped."""
+    gateway_fallback_model: str = "sim/balanced"
+    """Model the gateway client serves when /decide answers null, late or not at all."""
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

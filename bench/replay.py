@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.commands.infra import ensure_topics  # noqa: E402
-from api.settings import Settings  # noqa: E402
-from contracts.codec import encode_event  # noqa: E402
-from projections.db import connect  # noqa: E402
-from projections.replay import replay  # noqa: E402
-from projections.synthetic import LogBuilder, SimModel, produce  # noqa: E402
+from api.commands.infra import ensure_topics
+from api.settings import Settings
+from contracts.codec import encode_event
+from projections.db import connect
+from projections.replay import replay
+from projections.synthetic import LogBuilder, SimModel, produce
 
 FLEET: tuple[SimModel, ...] = tuple(
     SimModel(

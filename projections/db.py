@@ -30,7 +30,10 @@ async def aconnect(
 ) -> psycopg.AsyncConnection:
     """An async connection whose unqualified names resolve in `schema`."""
     return await psycopg.AsyncConnection.connect(
-        url, options=_options(schema), application_name=app, autocommit=autocommit,
+        url,
+        options=_options(schema),
+        application_name=app,
+        autocommit=autocommit,
         connect_timeout=5,
     )
 
@@ -40,6 +43,9 @@ def connect(
 ) -> psycopg.Connection:
     """A sync connection whose unqualified names resolve in `schema` (CLI, queries)."""
     return psycopg.connect(
-        url, options=_options(schema), application_name=app, autocommit=autocommit,
+        url,
+        options=_options(schema),
+        application_name=app,
+        autocommit=autocommit,
         connect_timeout=5,
     )

@@ -54,7 +54,9 @@ def _config_saved(e: BenchmarkConfigSaved) -> list[Row]:
     rows: list[Row] = [
         ("benchmark_configs", (e.event_id, e.occurred_at, e.correlation_id, *_snapshot(c)))
     ]
-    rows += [("config_classifier_models", (e.event_id, i, m)) for i, m in enumerate(c.classifierModels)]
+    rows += [
+        ("config_classifier_models", (e.event_id, i, m)) for i, m in enumerate(c.classifierModels)
+    ]
     rows += [
         ("config_decider_models", (e.event_id, i, d.model, d.reasoningEffort))
         for i, d in enumerate(c.deciderModels)

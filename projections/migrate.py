@@ -83,7 +83,9 @@ def migrate(url: str, schema: str) -> list[str]:
     migrations = load_migrations()
     with psycopg.connect(url, autocommit=False) as conn:
         create, set_path, create_table = _statements(schema)
-        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"provenroute.migrate.{schema}",))
+        conn.execute(
+            "select pg_advisory_xact_lock(hashtext(%s))", (f"provenroute.migrate.{schema}",)
+        )
         conn.execute(create)
         conn.execute(set_path)
         conn.execute(create_table)

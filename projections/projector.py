@@ -196,7 +196,9 @@ class Projector:
             wait=wait_exponential(multiplier=0.2, max=5.0),
             stop=stop_never if stop is None else (lambda _rs: stop.is_set()),
             before_sleep=lambda rs: log.warning(
-                "database unavailable (attempt %d): %s", rs.attempt_number, rs.outcome.exception()
+                "database unavailable (attempt %d): %s",
+                rs.attempt_number,
+                rs.outcome.exception() if rs.outcome else None,
             ),
             reraise=True,
         ):
@@ -207,9 +209,7 @@ class Projector:
         return None
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        conn = await aconnect(
-            self.settings.database_url, self.schema, app="provenroute-projector"
-        )
+        conn = await aconnect(self.settings.database_url, self.schema, app="provenroute-projector")
         # No server-side prepared statements: names must re-resolve after a schema swap.
         conn.prepare_threshold = None
         if self.fast:
@@ -456,7 +456,10 @@ class Projector:
                 for it in failed:
                     log.warning(
                         "event at %s[%d]@%d not projected: %s",
-                        it.tp.topic, it.tp.partition, it.offset, it.error,
+                        it.tp.topic,
+                        it.tp.partition,
+                        it.offset,
+                        it.error,
                     )
             await cur.executemany(
                 "insert into projection_offsets (topic, partition, next_offset)"

@@ -95,7 +95,12 @@ def routing_table(conn: psycopg.Connection, version: str) -> TableAt | None:
         " from routing_tables where version = %s",
         (version,),
     ).fetchone()
-    return None if row is None else TableAt(*row, candidates=_candidates(conn, row[0]))
+    if row is None:
+        return None
+    version_, run_id, published_at, min_acc, factor, acceptance = row
+    return TableAt(
+        version_, run_id, published_at, min_acc, factor, acceptance, _candidates(conn, version_)
+    )
 
 
 def routing_table_as_of(conn: psycopg.Connection, as_of: datetime | None = None) -> TableAt | None:
@@ -171,7 +176,9 @@ class Change:
         assert a is not None and b is not None
         if self.kind == "numbers":
             return f"{self.model} stays rank {a.rank} in {self.tier}: {nums(b)} -> {nums(a)}"
-        return f"{self.model} moved rank {b.rank} -> {a.rank} in {self.tier}: {nums(b)} -> {nums(a)}"
+        return (
+            f"{self.model} moved rank {b.rank} -> {a.rank} in {self.tier}: {nums(b)} -> {nums(a)}"
+        )
 
 
 @dataclass(frozen=True)

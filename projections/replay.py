@@ -48,9 +48,7 @@ def default_schema_name(live: str, now: datetime | None = None) -> str:
 
 def schema_exists(url: str, schema: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "select 1 from pg_namespace where nspname = %s", (schema,)
-        ).fetchone()
+        row = conn.execute("select 1 from pg_namespace where nspname = %s", (schema,)).fetchone()
     return row is not None
 
 
@@ -84,7 +82,12 @@ async def replay(
     target = schema or default_schema_name(settings.db_schema)
     await asyncio.to_thread(prepare_fresh_schema, settings, target, replace=replace)
     stats = await run_projector(
-        settings, schema=target, until=until, drain=True, notify=False, fast=fast,
+        settings,
+        schema=target,
+        until=until,
+        drain=True,
+        notify=False,
+        fast=fast,
         on_progress=on_progress,
     )
     result = ReplayResult(target, stats)
@@ -102,9 +105,7 @@ def swap_in(settings: Settings, new: str, now: datetime | None = None) -> str | 
     old = f"{live}_pre_{stamp}"[:63]
     with psycopg.connect(settings.database_url, autocommit=False) as conn:
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"provenroute.migrate.{live}",))
-        exists = conn.execute(
-            "select 1 from pg_namespace where nspname = %s", (live,)
-        ).fetchone()
+        exists = conn.execute("select 1 from pg_namespace where nspname = %s", (live,)).fetchone()
         if exists:
             conn.execute(
                 sql.SQL("alter schema {} rename to {}").format(
@@ -112,7 +113,9 @@ def swap_in(settings: Settings, new: str, now: datetime | None = None) -> str | 
                 )
             )
         conn.execute(
-            sql.SQL("alter schema {} rename to {}").format(sql.Identifier(new), sql.Identifier(live))
+            sql.SQL("alter schema {} rename to {}").format(
+                sql.Identifier(new), sql.Identifier(live)
+            )
         )
         conn.execute(sql.SQL("set local search_path to {}").format(sql.Identifier(live)))
         table = conn.execute(

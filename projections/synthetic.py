@@ -81,7 +81,10 @@ class LogBuilder:
         return event
 
     def config(
-        self, models: tuple[SimModel, ...] = DEFAULT_MODELS, *, min_accuracy: float = 0.7,
+        self,
+        models: tuple[SimModel, ...] = DEFAULT_MODELS,
+        *,
+        min_accuracy: float = 0.7,
         command_id: str | None = None,
     ) -> BenchmarkConfig:
         cfg = BenchmarkConfig(
@@ -95,22 +98,34 @@ class LogBuilder:
         )
         cid = command_id or derive_id("cmd", str(len(self.messages)), str(self.seed))
         at = self.now(1)
-        self.emit(CommandAccepted(
-            event_id=derive_id("CommandAccepted", cid), occurred_at=at, correlation_id=cid,
-            command_type="SaveBenchmarkConfig",
-        ))
-        self.emit(BenchmarkConfigSaved(
-            event_id=derive_id("BenchmarkConfigSaved", cid), occurred_at=at, correlation_id=cid,
-            config=cfg,
-        ))
+        self.emit(
+            CommandAccepted(
+                event_id=derive_id("CommandAccepted", cid),
+                occurred_at=at,
+                correlation_id=cid,
+                command_type="SaveBenchmarkConfig",
+            )
+        )
+        self.emit(
+            BenchmarkConfigSaved(
+                event_id=derive_id("BenchmarkConfigSaved", cid),
+                occurred_at=at,
+                correlation_id=cid,
+                config=cfg,
+            )
+        )
         return cfg
 
     def override(self, model: str | None) -> None:
         cid = derive_id("cmd-override", str(len(self.messages)))
-        self.emit(ClassifierOverrideSet(
-            event_id=derive_id("ClassifierOverrideSet", cid), occurred_at=self.now(1),
-            correlation_id=cid, model=model,
-        ))
+        self.emit(
+            ClassifierOverrideSet(
+                event_id=derive_id("ClassifierOverrideSet", cid),
+                occurred_at=self.now(1),
+                correlation_id=cid,
+                model=model,
+            )
+        )
 
     def decider_run(
         self,
@@ -127,10 +142,18 @@ class LogBuilder:
         cases = cases if cases is not None else decider_cases()
         cid = derive_id("cmd-run", run_id)
         at = self.now(1)
-        self.emit(RunStarted(
-            event_id=derive_id("RunStarted", run_id), occurred_at=at, correlation_id=cid,
-            run_id=run_id, kind="decider", force=force, config=config, dataset_size=len(cases),
-        ))
+        self.emit(
+            RunStarted(
+                event_id=derive_id("RunStarted", run_id),
+                occurred_at=at,
+                correlation_id=cid,
+                run_id=run_id,
+                kind="decider",
+                force=force,
+                config=config,
+                dataset_size=len(cases),
+            )
+        )
         by_name = {m.model: m for m in models}
         measured: list[SimModel] = []
         carried: dict[str, tuple[ModelSummary, ...]] = {}
@@ -140,26 +163,43 @@ class LogBuilder:
             if prior is not None:
                 summaries = tuple(carry_summaries(prior[1], prior[0]))
                 carried[d.model] = summaries
-                self.emit(RunModelCarried(
-                    event_id=derive_id("RunModelCarried", run_id, d.model), occurred_at=at,
-                    correlation_id=cid, run_id=run_id, model=d.model,
-                    reasoning_effort=d.reasoningEffort, source_run_id=prior[0],
-                    summaries=summaries,
-                ))
+                self.emit(
+                    RunModelCarried(
+                        event_id=derive_id("RunModelCarried", run_id, d.model),
+                        occurred_at=at,
+                        correlation_id=cid,
+                        run_id=run_id,
+                        model=d.model,
+                        reasoning_effort=d.reasoningEffort,
+                        source_run_id=prior[0],
+                        summaries=summaries,
+                    )
+                )
             else:
                 measured.append(by_name[d.model])
                 enqueued[d.model] = d.reasoningEffort
-                self.emit(RunModelEnqueued(
-                    event_id=derive_id("RunModelEnqueued", run_id, d.model), occurred_at=at,
-                    correlation_id=cid, run_id=run_id, model=d.model,
-                    reasoning_effort=d.reasoningEffort,
-                ))
+                self.emit(
+                    RunModelEnqueued(
+                        event_id=derive_id("RunModelEnqueued", run_id, d.model),
+                        occurred_at=at,
+                        correlation_id=cid,
+                        run_id=run_id,
+                        model=d.model,
+                        reasoning_effort=d.reasoningEffort,
+                    )
+                )
         chunks = -(-len(cases) // JOB_CHUNK)
         expected = len(measured) * len(cases) * reps
-        self.emit(CaseJobsFannedOut(
-            event_id=derive_id("CaseJobsFannedOut", run_id), occurred_at=at, correlation_id=cid,
-            run_id=run_id, jobs=len(measured) * chunks * reps, expected_results=expected,
-        ))
+        self.emit(
+            CaseJobsFannedOut(
+                event_id=derive_id("CaseJobsFannedOut", run_id),
+                occurred_at=at,
+                correlation_id=cid,
+                run_id=run_id,
+                jobs=len(measured) * chunks * reps,
+                expected_results=expected,
+            )
+        )
         outcomes: dict[str, CaseOutcome] = {}
         for m in measured:
             for rep in range(reps):
@@ -168,8 +208,14 @@ class LogBuilder:
                     timed_out = not ok and self.rng.random() < 0.05
                     ev = CaseGraded(
                         event_id=case_result_id(run_id, m.model, case_id, rep),
-                        occurred_at=self.now(step_s), correlation_id=cid, run_id=run_id,
-                        kind="decider", model=m.model, case_id=case_id, rep=rep, tier=tier,
+                        occurred_at=self.now(step_s),
+                        correlation_id=cid,
+                        run_id=run_id,
+                        kind="decider",
+                        model=m.model,
+                        case_id=case_id,
+                        rep=rep,
+                        tier=tier,
                         score=1.0 if ok else 0.0,
                         latency_ms=round(m.latency_ms * (0.5 + self.rng.random()), 1),
                         cost_usd=round(m.cost_usd * (0.5 + self.rng.random()), 7),
@@ -184,12 +230,19 @@ class LogBuilder:
             mine = [o for o in outcomes.values() if o.model == m.model]
             self.history[m.model] = (run_id, tuple(summarize(mine)))
         progress = RunProgress(
-            run_id=run_id, kind="decider", config=config, correlation_id=cid, started_at=at,
-            enqueued=enqueued, carried=carried, expected=expected, outcomes=outcomes,  # type: ignore[arg-type]
+            run_id=run_id,
+            kind="decider",
+            config=config,
+            correlation_id=cid,
+            started_at=at,
+            enqueued=enqueued,
+            carried=carried,
+            expected=expected,
+            outcomes=outcomes,  # type: ignore[arg-type]
         )
         done = completion_events(progress, now=self.now(1))
-        for ev in done:
-            self.emit(ev)
+        for finished in done:
+            self.emit(finished)
         return done
 
     def classifier_run(
@@ -197,51 +250,88 @@ class LogBuilder:
     ) -> list[EventBase]:
         cid = derive_id("cmd-run", run_id)
         at = self.now(1)
-        self.emit(RunStarted(
-            event_id=derive_id("RunStarted", run_id), occurred_at=at, correlation_id=cid,
-            run_id=run_id, kind="classifier", force=False, config=config, dataset_size=cases,
-        ))
+        self.emit(
+            RunStarted(
+                event_id=derive_id("RunStarted", run_id),
+                occurred_at=at,
+                correlation_id=cid,
+                run_id=run_id,
+                kind="classifier",
+                force=False,
+                config=config,
+                dataset_size=cases,
+            )
+        )
         for model in config.classifierModels:
-            self.emit(RunModelEnqueued(
-                event_id=derive_id("RunModelEnqueued", run_id, model), occurred_at=at,
-                correlation_id=cid, run_id=run_id, model=model, reasoning_effort=None,
-            ))
-        self.emit(CaseJobsFannedOut(
-            event_id=derive_id("CaseJobsFannedOut", run_id), occurred_at=at, correlation_id=cid,
-            run_id=run_id, jobs=len(config.classifierModels) * -(-cases // JOB_CHUNK),
-            expected_results=len(config.classifierModels) * cases,
-        ))
+            self.emit(
+                RunModelEnqueued(
+                    event_id=derive_id("RunModelEnqueued", run_id, model),
+                    occurred_at=at,
+                    correlation_id=cid,
+                    run_id=run_id,
+                    model=model,
+                    reasoning_effort=None,
+                )
+            )
+        self.emit(
+            CaseJobsFannedOut(
+                event_id=derive_id("CaseJobsFannedOut", run_id),
+                occurred_at=at,
+                correlation_id=cid,
+                run_id=run_id,
+                jobs=len(config.classifierModels) * -(-cases // JOB_CHUNK),
+                expected_results=len(config.classifierModels) * cases,
+            )
+        )
         outcomes: dict[str, CaseOutcome] = {}
         for j, model in enumerate(config.classifierModels):
             for i in range(cases):
                 fallback = self.rng.random() < 0.05
                 cls = Classification(
-                    taskType="debugging", subtaskType="bug_fix",
+                    taskType="debugging",
+                    subtaskType="bug_fix",
                     reasoningComplexity=("low", "medium", "high")[i % 3],  # type: ignore[arg-type]
-                    contextComplexity="medium", executionMode="single_turn",
-                    requiresTools=bool(i % 2), riskLevel="low", fallback=fallback,
+                    contextComplexity="medium",
+                    executionMode="single_turn",
+                    requiresTools=bool(i % 2),
+                    riskLevel="low",
+                    fallback=fallback,
                     fallback_reason="unparseable output" if fallback else None,
                 )
                 score = 0.0 if fallback else round(0.6 + 0.4 * self.rng.random(), 4)
                 case_id = f"cls-{i:03d}"
                 ev = CaseGraded(
                     event_id=case_result_id(run_id, model, case_id, 0),
-                    occurred_at=self.now(step_s), correlation_id=cid, run_id=run_id,
-                    kind="classifier", model=model, case_id=case_id, rep=0, tier=TIERS[i % 3],
-                    score=score, latency_ms=300.0 + 50 * j + i, cost_usd=0.00002 * (j + 1),
-                    timed_out=False, classification=cls,
+                    occurred_at=self.now(step_s),
+                    correlation_id=cid,
+                    run_id=run_id,
+                    kind="classifier",
+                    model=model,
+                    case_id=case_id,
+                    rep=0,
+                    tier=TIERS[i % 3],
+                    score=score,
+                    latency_ms=300.0 + 50 * j + i,
+                    cost_usd=0.00002 * (j + 1),
+                    timed_out=False,
+                    classification=cls,
                     job_id=case_job_id(run_id, model, i // JOB_CHUNK, 0),
                 )
                 self.emit(ev)
                 outcomes[result_key(model, case_id, 0)] = ev.to_outcome()
         progress = RunProgress(
-            run_id=run_id, kind="classifier", config=config, correlation_id=cid, started_at=at,
+            run_id=run_id,
+            kind="classifier",
+            config=config,
+            correlation_id=cid,
+            started_at=at,
             enqueued={m: None for m in config.classifierModels},
-            expected=len(outcomes), outcomes=outcomes,
+            expected=len(outcomes),
+            outcomes=outcomes,
         )
         done = completion_events(progress, now=self.now(1))
-        for ev in done:
-            self.emit(ev)
+        for finished in done:
+            self.emit(finished)
         return done
 
     def decisions(self, n: int, table_version: str | None, models: list[str]) -> None:
@@ -258,11 +348,14 @@ class LogBuilder:
                     conversation_id=conv,
                     model=None if null else models[self.rng.randrange(len(models))],
                     reasoning_effort=None if null else "medium",
-                    tier=tier, sticky=False if null else self.rng.random() < 0.3,
+                    tier=tier,
+                    sticky=False if null else self.rng.random() < 0.3,
                     null_reason="no routing table" if null else None,
                     classifier_model="sim/swift-mini",
-                    classifier_cost_usd=0.00002, classification_fallback=False,
-                    table_version=table_version, latency_ms=3.5,
+                    classifier_cost_usd=0.00002,
+                    classification_fallback=False,
+                    table_version=table_version,
+                    latency_ms=3.5,
                 ),
                 topic="decisions",
             )
@@ -279,8 +372,11 @@ async def produce(
     from contracts.codec import encode_event
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=20,
-        max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
     )
     await producer.start()
     try:

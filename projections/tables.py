@@ -72,7 +72,9 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         parent="benchmark_configs",
         parent_key=("config_id",),
     ),
-    TableSpec("classifier_overrides", ("event_id", "set_at", "model", "correlation_id"), ("event_id",)),
+    TableSpec(
+        "classifier_overrides", ("event_id", "set_at", "model", "correlation_id"), ("event_id",)
+    ),
     TableSpec(
         "command_outcomes",
         (
@@ -119,9 +121,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         ("run_id", "model", "disposition", "reasoning_effort", "source_run_id", "occurred_at"),
         ("run_id", "model"),
     ),
-    TableSpec(
-        "run_fanouts", ("run_id", "jobs", "expected_results", "occurred_at"), ("run_id",)
-    ),
+    TableSpec("run_fanouts", ("run_id", "jobs", "expected_results", "occurred_at"), ("run_id",)),
     TableSpec(
         "case_results",
         (

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from projections.fold import Row
-from projections.tables import TABLE, TABLES, TableSpec
+from projections.tables import TABLES, TableSpec
 
 Key = tuple[Any, ...]
 

@@ -63,7 +63,9 @@ class CaseExecutor:
             s.get_secret_value() for s in settings.provider_credentials.values()
         ]
         self.harness_factory = harness_factory or (
-            lambda provider: BuiltinHarness(provider, redact=secrets)
+            lambda provider: BuiltinHarness(
+                provider, redact=secrets, call_timeout_s=settings.provider_timeout_s
+            )
         )
         self.clock = clock
         self.classifier_timeout_s = classifier_timeout_s

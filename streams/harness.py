@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
+from api.provider.errors import ProviderTimeout
 from contracts.cases import DeciderCase
 from streams.sandbox import Sandbox, SandboxError, redact
 
@@ -214,10 +215,13 @@ class BuiltinHarness:
         max_tool_output: int = 8000,
         transcript_chars: int = 2000,
         redact: Iterable[str] = (),
+        call_timeout_s: float | None = None,
         system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
         self.provider = provider
         self.max_steps = max_steps
+        self.call_timeout_s = call_timeout_s
+        """Cap of one model call; a call that hits it counts as the model timing out."""
         self.tool_timeout_s = tool_timeout_s
         self.max_tool_output = max_tool_output
         self.transcript_chars = transcript_chars
@@ -314,14 +318,16 @@ class BuiltinHarness:
                     messages=messages,
                     tools=TOOLS,
                     reasoning_effort=reasoning_effort,
-                    timeout_s=max(deadline - loop.time(), 0.1),
+                    timeout_s=self._call_budget(deadline - loop.time()),
                     seed=rep,
                 )
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                if deadline - loop.time() <= 0.5:
-                    raise TimeoutError from None  # the provider gave up at our deadline
+                if deadline - loop.time() <= 0.5 or isinstance(e, ProviderTimeout):
+                    # A model that does not answer in time is a timed-out case (graded 0),
+                    # not a failed job: retrying would hang the same way.
+                    raise TimeoutError from None
                 msg = self._clean(f"provider call failed: {type(e).__name__}: {e}")
                 tail.append(msg)
                 raise HarnessError(msg, self._tail(tail)) from None
@@ -347,6 +353,10 @@ class BuiltinHarness:
         return _Attempt("", "max_steps", len(costs) - first, costs[first:], model_latency)
 
     # ------------------------------------------------------------------ tools
+
+    def _call_budget(self, remaining_s: float) -> float:
+        budget = max(remaining_s, 0.1)
+        return min(budget, self.call_timeout_s) if self.call_timeout_s else budget
 
     async def _run_tool(self, call: ToolCall, sandbox: Sandbox, remaining_s: float) -> str:
         args = call.arguments if isinstance(call.arguments, Mapping) else {}

@@ -1,6 +1,6 @@
 """`provenroute demo`: the main job end to end on the local services and the SIMULATED fleet.
 
-Starts the simulated provider and a worker as child processes (logs under .state/logs),
+Starts the simulated provider, a worker and the projector as child processes (logs under .state/logs),
 saves the example config, runs a classifier and a decider benchmark with progress bars, and
 prints the published routing table and classifier winner.
 """
@@ -90,7 +90,9 @@ def demo(
     sim_url = f"http://127.0.0.1:{settings.sim_port}/v1"
     console.print(f"logs of the simulated provider and the worker: {logs}")
     with child("sim-provider", _cli("sim-provider", "--port", str(settings.sim_port)), env,
-               logs), child("worker", _cli("worker"), env, logs):
+               logs), child("worker", _cli("worker"), env, logs), child(
+        "projector", _cli("project"), env, logs
+    ):
         wait_for_sim(sim_url)
         console.rule("save the benchmark config")
         step(_cli("config", "set", "-f", str(config), "--timeout", "180"), env)
@@ -98,6 +100,9 @@ def demo(
             console.rule(f"{kind} benchmark")
             args = ["run", "start", "--kind", kind, "--wait"] + (["--force"] if force else [])
             step(_cli(*args), env)
+        console.rule("the live routing table, from the PostgreSQL projection")
+        time.sleep(2)  # the projector follows the log; give it a moment to catch up
+        step(_cli("routing-table", "show"), env)
     console.rule("[bold]done[/]")
     console.print("Run `make demo` again: every model is carried, so the runs publish at once.")
 

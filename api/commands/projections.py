@@ -10,7 +10,7 @@ import contextlib
 import signal
 import sys
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +53,9 @@ def _parse_ts(value: str) -> datetime:
 
 
 def project_cmd(
-    schema: Annotated[str | None, typer.Option(help="Schema (default: settings.db_schema).")] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="Schema (default: settings.db_schema).")
+    ] = None,
 ) -> None:
     """Run the projector in the foreground (events + decisions -> PostgreSQL) until Ctrl-C."""
     settings = Settings()
@@ -86,7 +88,9 @@ def replay_cmd(
         str | None, typer.Option(help="Stop at the last event at or before this ISO timestamp.")
     ] = None,
     swap: Annotated[bool, typer.Option(help="Swap the rebuilt schema in as the live one.")] = False,
-    replace: Annotated[bool, typer.Option(help="Drop the target schema first if it exists.")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="Drop the target schema first if it exists.")
+    ] = False,
     verify: Annotated[
         bool, typer.Option(help="Compare the rebuilt schema with the live one, row for row.")
     ] = False,
@@ -113,7 +117,11 @@ def replay_cmd(
         try:
             result = asyncio.run(
                 replay(
-                    settings, schema=schema, until=until, swap=swap, replace=replace,
+                    settings,
+                    schema=schema,
+                    until=until,
+                    swap=swap,
+                    replace=replace,
                     on_progress=on_progress,
                 )
             )
@@ -143,8 +151,9 @@ def _print_table(console: Console, t: TableAt, settings: Settings) -> None:
         f"(minAccuracy {t.min_accuracy}, switchCostFactor {t.switch_cost_factor}, "
         f"{t.acceptance})"
     )
-    grid = Table("tier", "#", "model", "effort", "accuracy", "$/case", "p95 ms", "graded",
-                 "provenance")
+    grid = Table(
+        "tier", "#", "model", "effort", "accuracy", "$/case", "p95 ms", "graded", "provenance"
+    )
     with connect(settings.database_url, settings.db_schema) as conn:
         for c in t.candidates:
             p = provenance(conn, t.version, c.tier, c.model)
@@ -154,11 +163,15 @@ def _print_table(console: Console, t: TableAt, settings: Settings) -> None:
                 + f" · {p.case_results} case results in {p.measured_in_run}"
             )
             grid.add_row(
-                c.tier, str(c.rank), c.model, c.reasoning_effort,
+                c.tier,
+                str(c.rank),
+                c.model,
+                c.reasoning_effort,
                 f"{c.accuracy:.3f}" + ("" if c.meets_threshold else " (below)"),
                 f"{c.avg_cost_usd:.6f}",
                 "-" if c.p95_latency_ms is None else f"{c.p95_latency_ms:.0f}",
-                str(c.graded), source,
+                str(c.graded),
+                source,
             )
     console.print(grid)
 
@@ -197,17 +210,19 @@ def diff_cmd(
             raise typer.Exit(1)
     assert ta is not None and tb is not None
     d = diff_tables(ta, tb)
-    console.print(f"{ta.version} ({ta.published_at.isoformat()}) -> {tb.version} "
-                  f"({tb.published_at.isoformat()})")
+    console.print(
+        f"{ta.version} ({ta.published_at.isoformat()}) -> {tb.version} "
+        f"({tb.published_at.isoformat()})"
+    )
     for line in d.settings:
         console.print(f"  settings: {line}")
     if not d.changes:
         console.print("  no candidate changed")
     for c in d.changes:
-        console.print(f"  [{c.kind}] {c.explain()}")
+        console.print(f"  [{c.kind}] {c.explain()}", markup=False)
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
 
@@ -215,7 +230,9 @@ class ExportFormat(str, Enum):
 def export_cmd(
     table: Annotated[str, typer.Argument(help=f"One of: {', '.join(EXPORTABLE)}.")],
     format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File (CSV: default stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (CSV: default stdout).")
+    ] = None,
 ) -> None:
     """Export a projection table or analyst view as CSV or Parquet."""
     settings = Settings()

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from api.settings import Settings
 from contracts.events import CaseGraded, RoutingTablePublished
+from contracts.taxonomy import TIERS, Tier
 from projections.db import connect
 from projections.migrate import migrate
 from projections.projector import CHANNEL_ROUTING_TABLE, project_once, run_projector
@@ -32,7 +32,7 @@ from projections.tables import PROJECTED_TABLES
 
 pytestmark = pytest.mark.timeout(90)
 
-CASES = [(f"c{i:02d}", ("low", "medium", "high")[i % 3]) for i in range(12)]
+CASES: list[tuple[str, Tier]] = [(f"c{i:02d}", TIERS[i % 3]) for i in range(12)]
 NEWCOMER = SimModel("sim/newcomer", {"low": 0.99, "medium": 0.99, "high": 0.99}, 0.00005, 300)
 
 
@@ -96,8 +96,10 @@ async def test_projecting_twice_and_duplicate_deliveries_change_nothing(
     assert count(settings, pg_schema, "select count(*) from case_results") == graded
     assert count(settings, pg_schema, "select count(*) from routing_tables") == 2
     assert count(settings, pg_schema, "select count(*) from decisions") == 50
-    assert count(settings, pg_schema, "select count(*) from run_models where disposition"
-                 " = 'carried'") == 3
+    assert (
+        count(settings, pg_schema, "select count(*) from run_models where disposition = 'carried'")
+        == 3
+    )
     assert count(settings, pg_schema, "select count(*) from projection_errors") == 0
     first = snapshot(settings, pg_schema)
 
@@ -131,7 +133,9 @@ async def test_provenance_time_travel_and_diff(
     t1, t2 = (datetime.fromisoformat(p.occurred_at) for p in publishes)
 
     with connect(settings.database_url, pg_schema) as conn:
-        assert routing_table_as_of(conn, datetime.fromisoformat("2025-01-01T00:00:00+00:00")) is None
+        assert (
+            routing_table_as_of(conn, datetime.fromisoformat("2025-01-01T00:00:00+00:00")) is None
+        )
         before, after = routing_table_as_of(conn, t1), routing_table_as_of(conn, t2)
         assert before is not None and after is not None
         assert (before.version, after.version) == ("r1", "r2")
@@ -208,7 +212,7 @@ async def test_unknown_invalid_and_orphan_events_advance_the_offset(
     assert applied == len(b.messages)  # the orphan result (no RunStarted) is not applied
     with connect(settings.database_url, pg_schema) as conn:
         errors = conn.execute(
-            "select event_type, reason from projection_errors order by topic, partition, \"offset\""
+            'select event_type, reason from projection_errors order by topic, partition, "offset"'
         ).fetchall()
         offsets = conn.execute("select sum(next_offset) from projection_offsets").fetchone()
     reasons = " | ".join(r for _t, r in errors)
@@ -310,16 +314,6 @@ class Proxy:
         await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
 
 
-@pytest.fixture
-async def pg_proxy(base_settings: Settings) -> AsyncIterator[Proxy]:
-    port = psycopg.conninfo.conninfo_to_dict(base_settings.database_url).get("port") or 5432
-    proxy = Proxy(int(port))
-    await proxy.start()
-    yield proxy
-    with contextlib.suppress(Exception):
-        await proxy.stop()
-
-
 async def wait_for(predicate: Any, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not await asyncio.to_thread(predicate):
@@ -329,12 +323,16 @@ async def wait_for(predicate: Any, timeout_s: float = 30.0) -> None:
 
 
 async def test_a_postgres_outage_is_survived(
-    kafka_prefix: str, pg_schema: str, settings_for: Any, pg_proxy: Proxy, other_schema: Any
+    kafka_prefix: str, pg_schema: str, settings_for: Any, other_schema: Any
 ) -> None:
     direct = settings_for(kafka_prefix, pg_schema)
+    # Started here, not in a fixture: async fixtures run on the session loop.
+    port = psycopg.conninfo.conninfo_to_dict(direct.database_url).get("port") or 5432
+    pg_proxy = Proxy(int(port))
+    await pg_proxy.start()
     info = psycopg.conninfo.conninfo_to_dict(direct.database_url)
     info["port"] = str(pg_proxy.port)
-    proxied = direct.model_copy(update={"database_url": psycopg.conninfo.make_conninfo(**info)})
+    proxied = direct.model_copy(update={"database_url": psycopg.conninfo.make_conninfo("", **info)})
     migrate(direct.database_url, pg_schema)
 
     b = story()
@@ -345,8 +343,13 @@ async def test_a_postgres_outage_is_survived(
         await produce(direct.kafka_bootstrap, kafka_prefix, b.messages[:half])
 
         def offsets() -> int:
-            return int(count(direct, pg_schema, "select coalesce(sum(next_offset), 0)"
-                             " from projection_offsets"))
+            return int(
+                count(
+                    direct,
+                    pg_schema,
+                    "select coalesce(sum(next_offset), 0) from projection_offsets",
+                )
+            )
 
         await wait_for(lambda: offsets() == half)
         await pg_proxy.stop()  # the database goes away mid-stream
@@ -358,6 +361,8 @@ async def test_a_postgres_outage_is_survived(
     finally:
         stop.set()
         stats = await asyncio.wait_for(task, 20)
+        with contextlib.suppress(Exception):
+            await pg_proxy.stop()
     assert stats.reconnects >= 1
     clean = other_schema("clean_")
     await project_once(direct, clean)

@@ -71,26 +71,61 @@ def test_fast_path_sees_classifications_and_missing_optionals() -> None:
 
 
 def test_group_rows_keeps_the_first_occurrence_of_a_key() -> None:
-    first = ("r", "m", "c", 0, "e", "decider", "low", 1.0, 1.0, 0.1, False, "j", None, "t",
-             *(None,) * 9)
-    second = first[:7] + (0.0,) + first[8:]
+    first = (
+        "r",
+        "m",
+        "c",
+        0,
+        "e",
+        "decider",
+        "low",
+        1.0,
+        1.0,
+        0.1,
+        False,
+        "j",
+        None,
+        "t",
+        *(None,) * 9,
+    )
+    second = (*first[:7], 0.0, *first[8:])
     grouped = group_rows([("case_results", first), ("case_results", second)])
     assert grouped == {"case_results": [first]}
 
 
 def _table(version: str, cands: list[tuple[str, int, str, float, float, bool]]) -> TableAt:
     return TableAt(
-        version, version, datetime(2026, 1, 1, tzinfo=UTC), 0.7, 3.0, "point",
-        tuple(Candidate(t, r, m, "medium", acc, acc, cost, None, 10, ok)
-              for t, r, m, acc, cost, ok in cands),
+        version,
+        version,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        0.7,
+        3.0,
+        "point",
+        tuple(
+            Candidate(t, r, m, "medium", acc, acc, cost, None, 10, ok)
+            for t, r, m, acc, cost, ok in cands
+        ),
     )
 
 
 def test_diff_explains_entries_exits_and_rank_changes() -> None:
-    a = _table("r1", [("low", 1, "x", 0.9, 0.1, True), ("low", 2, "y", 0.95, 0.5, True),
-                      ("medium", 1, "z", 0.8, 1.0, True)])
-    b = _table("r2", [("low", 1, "y", 0.95, 0.05, True), ("low", 2, "x", 0.9, 0.1, True),
-                      ("medium", 1, "z", 0.85, 1.0, True), ("medium", 2, "w", 0.5, 0.1, False)])
+    a = _table(
+        "r1",
+        [
+            ("low", 1, "x", 0.9, 0.1, True),
+            ("low", 2, "y", 0.95, 0.5, True),
+            ("medium", 1, "z", 0.8, 1.0, True),
+        ],
+    )
+    b = _table(
+        "r2",
+        [
+            ("low", 1, "y", 0.95, 0.05, True),
+            ("low", 2, "x", 0.9, 0.1, True),
+            ("medium", 1, "z", 0.85, 1.0, True),
+            ("medium", 2, "w", 0.5, 0.1, False),
+        ],
+    )
     kinds = {(c.tier, c.model): c.kind for c in diff_tables(a, b).changes}
     assert kinds == {
         ("low", "x"): "rank_down",
@@ -115,8 +150,9 @@ def test_synthetic_runs_carry_models_measured_earlier() -> None:
     b.decider_run("r1", cfg, cases=[("a", "low"), ("b", "medium"), ("c", "high")])
     new = SimModel("sim/new-one", {"low": 0.9, "medium": 0.9, "high": 0.9}, 0.001, 100)
     cfg2 = b.config((*DEFAULT_MODELS, new))
-    done = b.decider_run("r2", cfg2, (*DEFAULT_MODELS, new),
-                         cases=[("a", "low"), ("b", "medium"), ("c", "high")])
+    done = b.decider_run(
+        "r2", cfg2, (*DEFAULT_MODELS, new), cases=[("a", "low"), ("b", "medium"), ("c", "high")]
+    )
     types = [e.type for _t, _k, e in b.messages]
     assert types.count("RunModelCarried") == len(DEFAULT_MODELS)
     assert "RoutingTablePublished" in [e.type for e in done]

@@ -1,0 +1,293 @@
+"""What the decide service and the admin API read from the projections, behind one interface.
+
+`ReadModel` is the contract; `PostgresReadModel` reads the tables that `projections/`
+folds from the event log (issue 7). Tables and columns relied on:
+
+- routing_tables(version, run_id, published_at, min_accuracy, switch_cost_factor, acceptance)
+- routing_table_candidates(version, tier, rank, model, reasoning_effort, accuracy,
+  accuracy_lower_bound, avg_cost_usd, p95_latency_ms, graded, meets_threshold)
+- classifier_winners(run_id, model, accuracy, avg_cost_usd, p95_latency_ms, reason,
+  published_at)
+- classifier_overrides(event_id, set_at, model)
+- benchmark_configs(+ config_classifier_models, config_decider_models)
+- runs, run_models, run_fanouts, run_completions, model_summaries and the run_history view
+- command_outcomes(event_id, command_id, command_type, outcome, reason, occurred_at)
+
+Connections set `search_path` to the schema and use no server-side prepared statements, so
+names re-resolve after a replay swaps a fresh schema in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from contracts.config import BenchmarkConfig, DeciderModel
+from contracts.envelope import iso_utc
+from contracts.routing_table import ClassifierWinner, RoutingCandidate, RoutingTable
+
+TIERS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class SavedConfig:
+    config_id: str
+    saved_at: str
+    config: BenchmarkConfig
+
+
+@dataclass(frozen=True)
+class CommandOutcomeRow:
+    command_id: str
+    command_type: str | None
+    outcome: str
+    """accepted or rejected."""
+    reason: str | None
+    occurred_at: str
+
+
+class ReadModel(Protocol):
+    """Reads of the projections; every method may raise on a database failure."""
+
+    async def latest_routing_table(self) -> RoutingTable | None: ...
+    async def routing_table_as_of(self, as_of: datetime | None) -> RoutingTable | None: ...
+    async def latest_classifier_winner(self) -> ClassifierWinner | None: ...
+    async def classifier_override(self) -> str | None: ...
+    async def live_config(self) -> SavedConfig | None: ...
+    async def runs(self, limit: int) -> list[dict[str, Any]]: ...
+    async def run(self, run_id: str) -> dict[str, Any] | None: ...
+    async def command_outcome(self, command_id: str) -> CommandOutcomeRow | None: ...
+    async def close(self) -> None: ...
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return value
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _iso(v) for k, v in row.items()}
+
+
+def table_of(head: dict[str, Any], candidates: Sequence[dict[str, Any]]) -> RoutingTable:
+    """A contracts RoutingTable from a routing_tables row and its candidate rows."""
+    tiers: dict[str, list[RoutingCandidate]] = {t: [] for t in TIERS}
+    for c in sorted(candidates, key=lambda r: (r["tier"], r["rank"])):
+        tiers.setdefault(c["tier"], []).append(
+            RoutingCandidate(
+                model=c["model"],
+                reasoningEffort=c["reasoning_effort"],
+                accuracy=c["accuracy"],
+                accuracyLowerBound=c["accuracy_lower_bound"],
+                avgCostUsd=c["avg_cost_usd"],
+                p95LatencyMs=c["p95_latency_ms"],
+                graded=c["graded"],
+                meetsThreshold=c["meets_threshold"],
+            )
+        )
+    return RoutingTable(
+        version=head["version"],
+        published_at=_iso(head["published_at"]),
+        minAccuracy=head["min_accuracy"],
+        switchCostFactor=head["switch_cost_factor"],
+        acceptance=head["acceptance"],
+        tiers={t: tuple(cs) for t, cs in tiers.items()},  # type: ignore[misc]
+    )
+
+
+class PostgresReadModel:
+    """`ReadModel` over an async psycopg pool bound to one projection schema."""
+
+    def __init__(self, url: str, schema: str, *, max_size: int = 4) -> None:
+        from projections.db import check_schema
+
+        self.schema = check_schema(schema)
+        self.pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=5.0,
+            kwargs={
+                "options": f"-c search_path={self.schema}",
+                "autocommit": True,
+                "prepare_threshold": None,
+                "connect_timeout": 5,
+                "application_name": "provenroute-decide",
+            },
+        )
+        self._opened = False
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.pool.open(wait=False)
+            self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()
+            self._opened = False
+
+    async def _all(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        await self.open()
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+    async def _one(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
+        rows = await self._all(query, params)
+        return rows[0] if rows else None
+
+    # ---- live state ------------------------------------------------------------------
+
+    async def _table(self, version: str) -> RoutingTable | None:
+        head = await self._one(
+            "select version, run_id, published_at, min_accuracy, switch_cost_factor, acceptance"
+            " from routing_tables where version = %s",
+            (version,),
+        )
+        if head is None:
+            return None
+        candidates = await self._all(
+            "select tier, rank, model, reasoning_effort, accuracy, accuracy_lower_bound,"
+            " avg_cost_usd, p95_latency_ms, graded, meets_threshold"
+            " from routing_table_candidates where version = %s order by tier, rank",
+            (version,),
+        )
+        return table_of(head, candidates)
+
+    async def latest_routing_table(self) -> RoutingTable | None:
+        return await self.routing_table_as_of(None)
+
+    async def routing_table_as_of(self, as_of: datetime | None) -> RoutingTable | None:
+        row = await self._one(
+            "select version from routing_tables"
+            " where %(t)s::timestamptz is null or published_at <= %(t)s::timestamptz"
+            " order by published_at desc, version desc limit 1",
+            {"t": as_of},
+        )
+        return None if row is None else await self._table(row["version"])
+
+    async def latest_classifier_winner(self) -> ClassifierWinner | None:
+        row = await self._one(
+            "select run_id, model, accuracy, avg_cost_usd, p95_latency_ms, reason"
+            " from classifier_winners order by published_at desc, run_id desc limit 1"
+        )
+        if row is None:
+            return None
+        return ClassifierWinner(
+            run_id=row["run_id"],
+            model=row["model"],
+            accuracy=row["accuracy"],
+            avgCostUsd=row["avg_cost_usd"],
+            p95LatencyMs=row["p95_latency_ms"],
+            reason=row["reason"],
+        )
+
+    async def classifier_override(self) -> str | None:
+        row = await self._one(
+            "select model from classifier_overrides order by set_at desc, event_id desc limit 1"
+        )
+        return None if row is None else row["model"]
+
+    # ---- admin -----------------------------------------------------------------------
+
+    async def live_config(self) -> SavedConfig | None:
+        head = await self._one(
+            "select * from benchmark_configs order by saved_at desc, config_id desc limit 1"
+        )
+        if head is None:
+            return None
+        cid = head["config_id"]
+        classifiers = await self._all(
+            "select model from config_classifier_models where config_id = %s order by position",
+            (cid,),
+        )
+        deciders = await self._all(
+            "select model, reasoning_effort from config_decider_models"
+            " where config_id = %s order by position",
+            (cid,),
+        )
+        config = BenchmarkConfig(
+            classifierModels=tuple(r["model"] for r in classifiers),
+            deciderModels=tuple(
+                DeciderModel(model=r["model"], reasoningEffort=r["reasoning_effort"])
+                for r in deciders
+            ),
+            minAccuracy=head["min_accuracy"],
+            switchCostFactor=head["switch_cost_factor"],
+            maxConcurrency=head["max_concurrency"],
+            classifierRepetitions=head["classifier_repetitions"],
+            deciderRepetitions=head["decider_repetitions"],
+            classifierMaxP95LatencyMs=head["classifier_max_p95_latency_ms"],
+            acceptance=head["acceptance"],
+            benchmarkIdentity=head["benchmark_identity"],
+        )
+        return SavedConfig(cid, _iso(head["saved_at"]), config)
+
+    async def runs(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "select run_id, kind, force, started_at, status, models_enqueued, models_carried,"
+            " jobs, expected_results, results_projected, graded, ungraded, completed_at,"
+            " spend_usd, outcome, table_version, skip_reason, classifier_winner"
+            " from run_history order by started_at desc, run_id limit %s",
+            (limit,),
+        )
+        return [_jsonable(r) for r in rows]
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = await self._all(
+            "select run_id, kind, force, started_at, status, models_enqueued, models_carried,"
+            " jobs, expected_results, results_projected, graded, ungraded, completed_at,"
+            " spend_usd, outcome, table_version, skip_reason, classifier_winner,"
+            " min_accuracy, switch_cost_factor, acceptance"
+            " from run_history where run_id = %s",
+            (run_id,),
+        )
+        if not rows:
+            return None
+        run = _jsonable(rows[0])
+        run["models"] = [
+            _jsonable(r)
+            for r in await self._all(
+                "select model, disposition, reasoning_effort, source_run_id from run_models"
+                " where run_id = %s order by model",
+                (run_id,),
+            )
+        ]
+        run["summaries"] = [
+            _jsonable(r)
+            for r in await self._all(
+                "select model, tier, accuracy, accuracy_lower_bound, graded, avg_cost_usd,"
+                " p95_latency_ms, timeouts, carried, source_run_id from model_summaries"
+                " where run_id = %s"
+                " order by model, case tier when 'low' then 0 when 'medium' then 1 else 2 end",
+                (run_id,),
+            )
+        ]
+        return run
+
+    async def command_outcome(self, command_id: str) -> CommandOutcomeRow | None:
+        # A rejection is final; otherwise the acceptance. (A command has at most one of each.)
+        row = await self._one(
+            "select command_id, command_type, outcome, reason, occurred_at from command_outcomes"
+            " where command_id = %s"
+            " order by case outcome when 'rejected' then 0 else 1 end, occurred_at limit 1",
+            (command_id,),
+        )
+        if row is None:
+            return None
+        return CommandOutcomeRow(
+            command_id=row["command_id"],
+            command_type=row["command_type"],
+            outcome=row["outcome"],
+            reason=row["reason"],
+            occurred_at=_iso(row["occurred_at"]),
+        )

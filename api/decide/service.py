@@ -1,0 +1,276 @@
+"""One /decide answer: resolve the classifier, classify (cached), derive the tier, pick.
+
+Nothing here awaits Postgres or Kafka: the routing state is in memory (`LiveRouting`),
+sessions are read from the local Faust table, and the decision event, session update and
+log line leave through the emitter's queue. The only await is the classifier call, bounded
+so the answer comes inside the budget; every failure becomes a null decision with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from api.decide.classifier import (
+    ChatCaller,
+    ResolvedClassifier,
+    classify,
+    content_hash,
+    render,
+    resolve_classifier_model,
+)
+from api.decide.emitter import Emitter
+from api.decide.live import LiveRouting
+from api.decide.metrics import DecideMetrics
+from api.decide.sessions import (
+    Sessions,
+    cached_classification,
+    remember_classification,
+    with_incumbent,
+)
+from api.provider.errors import ProviderError, ProviderTimeout
+from contracts.classification import Classification
+from contracts.codec import encode_event
+from contracts.decision import decide_model, next_session_state
+from contracts.envelope import iso_utc
+from contracts.events import DecisionMade
+from contracts.tiers import derive_tier
+
+log = logging.getLogger("provenroute.decide")
+decision_log = logging.getLogger("provenroute.decide.decisions")
+
+
+@dataclass(frozen=True, slots=True)
+class DecideConfig:
+    budget_s: float
+    margin_s: float
+    default_classifier_model: str
+    decisions_topic: str
+
+
+def _utc_now() -> str:
+    return iso_utc(datetime.now(UTC))
+
+
+class DecideService:
+    def __init__(
+        self,
+        config: DecideConfig,
+        *,
+        live: LiveRouting,
+        sessions: Sessions | None,
+        provider: ChatCaller,
+        emitter: Emitter,
+        metrics: DecideMetrics,
+        clock: Callable[[], str] = _utc_now,
+    ) -> None:
+        self.config = config
+        self.live = live
+        self.sessions = sessions
+        self.provider = provider
+        self.emitter = emitter
+        self.metrics = metrics
+        self.clock = clock
+
+    def classifier(self) -> ResolvedClassifier:
+        live = self.live
+        return resolve_classifier_model(
+            live.override, live.winner, self.config.default_classifier_model
+        )
+
+    async def decide(
+        self,
+        conversation_id: str,
+        messages: Sequence[dict[str, Any]],
+        hints: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The /decide answer (camelCase dict, see `models.DecideResponse`); never raises."""
+        started = time.perf_counter()
+        deadline = started + self.config.budget_s - self.config.margin_s
+        answer: dict[str, Any] = {
+            "decisionId": str(uuid.uuid4()),
+            "conversationId": conversation_id,
+            "model": None,
+            "reasoningEffort": None,
+            "tier": None,
+            "sticky": False,
+            "classification": None,
+            "classifierModel": None,
+            "classifierSource": None,
+            "classifierCostUsd": None,
+            "classificationCached": False,
+            "tableVersion": None,
+            "nullReason": None,
+            "latencyMs": 0.0,
+        }
+        fallback = False
+        try:
+            fallback = await self._decide(answer, conversation_id, messages, deadline)
+        except Exception:  # never a 5xx: the gateway falls back to its default
+            log.exception("decide failed for conversation %r", conversation_id)
+            answer.update(model=None, reasoningEffort=None, sticky=False,
+                          nullReason="internal_error")
+        elapsed = time.perf_counter() - started
+        answer["latencyMs"] = round(elapsed * 1000.0, 3)
+        self._account(answer, elapsed, fallback, hints)
+        return answer
+
+    async def _decide(
+        self,
+        answer: dict[str, Any],
+        conversation_id: str,
+        messages: Sequence[dict[str, Any]],
+        deadline: float,
+    ) -> bool:
+        """Fills `answer`; returns whether the classification was a heuristic fallback."""
+        resolved = self.classifier()
+        answer["classifierModel"] = resolved.model
+        answer["classifierSource"] = resolved.source
+        sessions = self.sessions
+        if sessions is None or not sessions.ready:
+            answer["nullReason"] = "sessions_unavailable"
+            return False
+        table = self.live.table
+        if table is None:
+            # No table, no decision: do not spend a classifier call on it.
+            answer["nullReason"] = "no_routing_table"
+            return False
+        rendered = render(messages)
+        digest = content_hash(rendered)
+        record = sessions.get(conversation_id)
+        classification = cached_classification(record, resolved.model, digest)
+        if classification is not None:
+            self.metrics.classification_cache.labels("hit").inc()
+            answer["classificationCached"] = True
+        else:
+            self.metrics.classification_cache.labels("miss").inc()
+            classification = await self._classify(answer, resolved.model, rendered, messages,
+                                                  deadline)
+            if classification is None:
+                return False
+        tier = derive_tier(classification)
+        incumbent = record.incumbent if record is not None else None
+        decision = decide_model(table, tier, classification, incumbent)
+        answer.update(
+            tier=tier,
+            classification=classification.model_dump(mode="json"),
+            model=decision.model,
+            reasoningEffort=decision.reasoning_effort,
+            sticky=decision.sticky,
+            tableVersion=decision.table_version,
+            nullReason=decision.null_reason,
+        )
+        updated = with_incumbent(
+            remember_classification(record, resolved.model, digest, classification),
+            next_session_state(incumbent, decision, classification),
+        )
+        if updated != record:
+            sessions.put(conversation_id, updated)
+        return classification.fallback
+
+    async def _classify(
+        self,
+        answer: dict[str, Any],
+        model: str,
+        rendered: str,
+        messages: Sequence[dict[str, Any]],
+        deadline: float,
+    ) -> Classification | None:
+        started = time.perf_counter()
+        remaining = deadline - started
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            # Both bounds: the client's own timeout, and a hard stop should anything in it
+            # (DNS, a stuck connection pool) not honour it.
+            async with asyncio.timeout(remaining):
+                result = await classify(self.provider, model, rendered, messages, remaining)
+        except (TimeoutError, ProviderTimeout):
+            self._observe_classifier("timeout", started)
+            answer["nullReason"] = "classifier_timeout"
+            return None
+        except ProviderError as e:
+            self._observe_classifier("error", started)
+            log.warning("classifier %s failed: %s", model, e)
+            answer["nullReason"] = "classifier_error"
+            return None
+        self._observe_classifier("fallback" if result.classification.fallback else "ok", started)
+        answer["classifierCostUsd"] = result.cost_usd
+        return result.classification
+
+    def _observe_classifier(self, outcome: str, started: float) -> None:
+        self.metrics.classifier_latency.labels(outcome).observe(time.perf_counter() - started)
+
+    # ---- accounting (metrics, the decision event, the log line) -------------------------
+
+    def _account(
+        self, answer: dict[str, Any], elapsed: float, fallback: bool, hints: dict[str, Any] | None
+    ) -> None:
+        m = self.metrics
+        reason = answer["nullReason"]
+        if reason is None:
+            m.decisions.labels(answer["tier"], answer["model"], str(answer["sticky"]).lower()).inc()
+            m.decide_latency.labels("decision").observe(elapsed)
+        else:
+            m.null_decisions.labels(reason).inc()
+            m.decide_latency.labels("null").observe(elapsed)
+        occurred_at = self.clock()
+        conversation_id = answer["conversationId"]
+        self.emitter.enqueue(
+            "decision",
+            self.config.decisions_topic,
+            conversation_id.encode(),
+            lambda: _decision_event(answer, fallback, occurred_at),
+        )
+        if decision_log.isEnabledFor(logging.INFO):
+            decision_log.info(
+                orjson.dumps(
+                    {
+                        "event": "decision",
+                        "at": occurred_at,
+                        "decision_id": answer["decisionId"],
+                        "conversation_id": conversation_id,
+                        "model": answer["model"],
+                        "reasoning_effort": answer["reasoningEffort"],
+                        "tier": answer["tier"],
+                        "sticky": answer["sticky"],
+                        "null_reason": reason,
+                        "classifier_model": answer["classifierModel"],
+                        "classifier_source": answer["classifierSource"],
+                        "classifier_cost_usd": answer["classifierCostUsd"],
+                        "classification_cached": answer["classificationCached"],
+                        "classification_fallback": fallback,
+                        "table_version": answer["tableVersion"],
+                        "latency_ms": answer["latencyMs"],
+                        "hints": hints,
+                    }
+                ).decode()
+            )
+
+
+def _decision_event(answer: dict[str, Any], fallback: bool, occurred_at: str) -> bytes:
+    event = DecisionMade(
+        event_id=answer["decisionId"],
+        occurred_at=occurred_at,
+        decision_id=answer["decisionId"],
+        conversation_id=answer["conversationId"],
+        model=answer["model"],
+        reasoning_effort=answer["reasoningEffort"],
+        tier=answer["tier"],
+        sticky=answer["sticky"],
+        null_reason=answer["nullReason"],
+        classifier_model=answer["classifierModel"] or "unresolved",
+        classifier_cost_usd=answer["classifierCostUsd"],
+        classification_fallback=fallback,
+        table_version=answer["tableVersion"],
+        latency_ms=answer["latencyMs"],
+    )
+    return encode_event(event)
