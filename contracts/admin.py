@@ -81,7 +81,11 @@ def run_id_for(command_id: str) -> str:
 
 
 def reject(
-    command_id: str | None, command_type: str | None, reason: str, *, now: str,
+    command_id: str | None,
+    command_type: str | None,
+    reason: str,
+    *,
+    now: str,
     raw_excerpt: str | None = None,
 ) -> CommandRejected:
     return CommandRejected(
@@ -131,8 +135,7 @@ def decide_command(
         )
         return CommandOutcome(events=(_accepted(command, now), override))
     assert isinstance(command, StartRun)
-    return _start_run(state, history, command, now=now, case_ids=case_ids,
-                      credentials=credentials)
+    return _start_run(state, history, command, now=now, case_ids=case_ids, credentials=credentials)
 
 
 def _start_run(
@@ -147,24 +150,45 @@ def _start_run(
     cid = command.command_id
     config = state.config
     if config is None:
-        return CommandOutcome(events=(reject(
-            cid, command.type,
-            "no benchmark config saved: post SaveBenchmarkConfig before starting a run",
-            now=now),))
+        return CommandOutcome(
+            events=(
+                reject(
+                    cid,
+                    command.type,
+                    "no benchmark config saved: post SaveBenchmarkConfig before starting a run",
+                    now=now,
+                ),
+            )
+        )
     if command.kind == "decider":
         if config.benchmarkIdentity is None:
-            return CommandOutcome(events=(reject(
-                cid, command.type,
-                "decider runs need a benchmarkIdentity in the saved config", now=now),))
+            return CommandOutcome(
+                events=(
+                    reject(
+                        cid,
+                        command.type,
+                        "decider runs need a benchmarkIdentity in the saved config",
+                        now=now,
+                    ),
+                )
+            )
         if config.benchmarkIdentity not in credentials:
-            return CommandOutcome(events=(reject(
-                cid, command.type,
-                f"benchmarkIdentity {config.benchmarkIdentity!r} names no configured "
-                "provider credential", now=now),))
+            return CommandOutcome(
+                events=(
+                    reject(
+                        cid,
+                        command.type,
+                        f"benchmarkIdentity {config.benchmarkIdentity!r} names no configured "
+                        "provider credential",
+                        now=now,
+                    ),
+                )
+            )
     cases = list(case_ids.get(command.kind, ()))
     if not cases:
-        return CommandOutcome(events=(reject(
-            cid, command.type, f"the {command.kind} dataset is empty", now=now),))
+        return CommandOutcome(
+            events=(reject(cid, command.type, f"the {command.kind} dataset is empty", now=now),)
+        )
 
     run_id = run_id_for(cid)
     models: list[tuple[str, ReasoningEffort | None]] = (
@@ -173,8 +197,7 @@ def _start_run(
         else [(d.model, d.reasoningEffort) for d in config.deciderModels]
     )
     reps = (
-        config.classifierRepetitions if command.kind == "classifier"
-        else config.deciderRepetitions
+        config.classifierRepetitions if command.kind == "classifier" else config.deciderRepetitions
     )
     events: list[EventBase] = [
         _accepted(command, now),
@@ -193,26 +216,30 @@ def _start_run(
     for model, effort in models:
         record = None if command.force else history.get(history_key(command.kind, model, effort))
         if record is not None:
-            events.append(RunModelCarried(
-                event_id=derive_id("RunModelCarried", run_id, model),
-                occurred_at=now,
-                correlation_id=cid,
-                run_id=run_id,
-                model=model,
-                reasoning_effort=effort,
-                source_run_id=record.run_id,
-                summaries=tuple(carry_summaries(record.summaries, record.run_id)),
-            ))
+            events.append(
+                RunModelCarried(
+                    event_id=derive_id("RunModelCarried", run_id, model),
+                    occurred_at=now,
+                    correlation_id=cid,
+                    run_id=run_id,
+                    model=model,
+                    reasoning_effort=effort,
+                    source_run_id=record.run_id,
+                    summaries=tuple(carry_summaries(record.summaries, record.run_id)),
+                )
+            )
         else:
             enqueued.append((model, effort))
-            events.append(RunModelEnqueued(
-                event_id=derive_id("RunModelEnqueued", run_id, model),
-                occurred_at=now,
-                correlation_id=cid,
-                run_id=run_id,
-                model=model,
-                reasoning_effort=effort,
-            ))
+            events.append(
+                RunModelEnqueued(
+                    event_id=derive_id("RunModelEnqueued", run_id, model),
+                    occurred_at=now,
+                    correlation_id=cid,
+                    run_id=run_id,
+                    model=model,
+                    reasoning_effort=effort,
+                )
+            )
     jobs = plan_jobs(
         run_id=run_id,
         kind=command.kind,
@@ -223,14 +250,16 @@ def _start_run(
         correlation_id=cid,
         max_concurrency=config.maxConcurrency,
     )
-    events.append(CaseJobsFannedOut(
-        event_id=derive_id("CaseJobsFannedOut", run_id),
-        occurred_at=now,
-        correlation_id=cid,
-        run_id=run_id,
-        jobs=len(jobs),
-        expected_results=len(enqueued) * len(cases) * reps,
-    ))
+    events.append(
+        CaseJobsFannedOut(
+            event_id=derive_id("CaseJobsFannedOut", run_id),
+            occurred_at=now,
+            correlation_id=cid,
+            run_id=run_id,
+            jobs=len(jobs),
+            expected_results=len(enqueued) * len(cases) * reps,
+        )
+    )
     return CommandOutcome(events=tuple(events), jobs=tuple(jobs))
 
 

@@ -48,7 +48,9 @@ class BenchmarkConfig(BaseModel):
     """Optional p95 latency budget for the classifier winner; null means no constraint."""
     acceptance: Acceptance = "point"
     """`point`: accuracy >= minAccuracy; `lower_bound`: its Wilson lower bound must clear it."""
-    benchmarkIdentity: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+    benchmarkIdentity: str | None = Field(
+        default=None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$"
+    )
     """Name of the provider credential decider runs use and are billed to (the secret itself
     lives in settings, never in config or events). Decider runs are refused without one."""
 

@@ -80,12 +80,18 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
     run_id = getattr(event, "run_id")  # noqa: B009 - every run event has one
     p = progress or RunProgress(run_id=run_id)
     if isinstance(event, RunStarted):
-        return p.model_copy(update={
-            "kind": event.kind, "config": event.config,
-            "correlation_id": event.correlation_id, "started_at": event.occurred_at,
-        })
+        return p.model_copy(
+            update={
+                "kind": event.kind,
+                "config": event.config,
+                "correlation_id": event.correlation_id,
+                "started_at": event.occurred_at,
+            }
+        )
     if isinstance(event, RunModelEnqueued):
-        return p.model_copy(update={"enqueued": {**p.enqueued, event.model: event.reasoning_effort}})
+        return p.model_copy(
+            update={"enqueued": {**p.enqueued, event.model: event.reasoning_effort}}
+        )
     if isinstance(event, RunModelCarried):
         return p.model_copy(update={"carried": {**p.carried, event.model: event.summaries}})
     if isinstance(event, CaseJobsFannedOut):
@@ -95,8 +101,13 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
         if key in p.outcomes:
             return p
         outcome = CaseOutcome(
-            model=event.model, case_id=event.case_id, rep=event.rep, tier=event.tier,
-            score=event.score, latency_ms=event.latency_ms, cost_usd=event.cost_usd,
+            model=event.model,
+            case_id=event.case_id,
+            rep=event.rep,
+            tier=event.tier,
+            score=event.score,
+            latency_ms=event.latency_ms,
+            cost_usd=event.cost_usd,
             timed_out=event.timed_out,
         )
         return p.model_copy(update={"outcomes": {**p.outcomes, key: outcome}})
@@ -131,47 +142,77 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
     events: list[EventBase] = [
         ModelSummarized(
             event_id=derive_id("ModelSummarized", p.run_id, s.model, s.tier),
-            occurred_at=now, correlation_id=p.correlation_id, run_id=p.run_id, summary=s,
+            occurred_at=now,
+            correlation_id=p.correlation_id,
+            run_id=p.run_id,
+            summary=s,
         )
         for s in summaries
     ]
     if p.kind == "decider":
         table = build_routing_table(summaries, config=p.config, run_id=p.run_id, published_at=now)
         if isinstance(table, PublishSkipped):
-            events.append(RoutingTablePublishSkipped(
-                event_id=derive_id("RoutingTablePublishSkipped", p.run_id), occurred_at=now,
-                correlation_id=p.correlation_id, run_id=p.run_id,
-                empty_tiers=table.empty_tiers, reason=table.reason,
-            ))
+            events.append(
+                RoutingTablePublishSkipped(
+                    event_id=derive_id("RoutingTablePublishSkipped", p.run_id),
+                    occurred_at=now,
+                    correlation_id=p.correlation_id,
+                    run_id=p.run_id,
+                    empty_tiers=table.empty_tiers,
+                    reason=table.reason,
+                )
+            )
         else:
-            events.append(RoutingTablePublished(
-                event_id=derive_id("RoutingTablePublished", p.run_id), occurred_at=now,
-                correlation_id=p.correlation_id, run_id=p.run_id, table=table,
-            ))
+            events.append(
+                RoutingTablePublished(
+                    event_id=derive_id("RoutingTablePublished", p.run_id),
+                    occurred_at=now,
+                    correlation_id=p.correlation_id,
+                    run_id=p.run_id,
+                    table=table,
+                )
+            )
     else:
         wanted = set(p.config.classifierModels)
-        stats = [s for s in classifier_stats_from_outcomes(p.outcomes.values()) if s.model in wanted]
+        stats = [
+            s for s in classifier_stats_from_outcomes(p.outcomes.values()) if s.model in wanted
+        ]
         stats += [
-            s for s in classifier_stats_from_summaries(
+            s
+            for s in classifier_stats_from_summaries(
                 [x for group in p.carried.values() for x in group]
             )
             if s.model in wanted
         ]
         winner = pick_classifier_winner(
-            stats, min_accuracy=p.config.minAccuracy,
-            max_p95_latency_ms=p.config.classifierMaxP95LatencyMs, run_id=p.run_id,
+            stats,
+            min_accuracy=p.config.minAccuracy,
+            max_p95_latency_ms=p.config.classifierMaxP95LatencyMs,
+            run_id=p.run_id,
         )
         if winner is not None:
-            events.append(ClassifierWinnerPublished(
-                event_id=derive_id("ClassifierWinnerPublished", p.run_id), occurred_at=now,
-                correlation_id=p.correlation_id, run_id=p.run_id, winner=winner,
-            ))
+            events.append(
+                ClassifierWinnerPublished(
+                    event_id=derive_id("ClassifierWinnerPublished", p.run_id),
+                    occurred_at=now,
+                    correlation_id=p.correlation_id,
+                    run_id=p.run_id,
+                    winner=winner,
+                )
+            )
     # Last, so a reader that sees RunCompleted has seen the publish too.
-    events.append(RunCompleted(
-        event_id=derive_id("RunCompleted", p.run_id), occurred_at=now,
-        correlation_id=p.correlation_id, run_id=p.run_id, kind=p.kind,
-        graded=p.graded, ungraded=p.expected - p.graded, expected=p.expected,
-    ))
+    events.append(
+        RunCompleted(
+            event_id=derive_id("RunCompleted", p.run_id),
+            occurred_at=now,
+            correlation_id=p.correlation_id,
+            run_id=p.run_id,
+            kind=p.kind,
+            graded=p.graded,
+            ungraded=p.expected - p.graded,
+            expected=p.expected,
+        )
+    )
     return events
 
 
@@ -182,7 +223,12 @@ def measured_records(p: RunProgress) -> list[ModelRecord]:
     for s in summarize(p.outcomes.values()):
         by_model.setdefault(s.model, []).append(s)
     return [
-        ModelRecord(kind=p.kind, model=m, reasoning_effort=p.enqueued.get(m), run_id=p.run_id,
-                    summaries=tuple(group))
+        ModelRecord(
+            kind=p.kind,
+            model=m,
+            reasoning_effort=p.enqueued.get(m),
+            run_id=p.run_id,
+            summaries=tuple(group),
+        )
         for m, group in sorted(by_model.items())
     ]

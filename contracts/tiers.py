@@ -40,7 +40,5 @@ def tier_of_score(score: int) -> Tier:
 def derive_tier(c: Classification) -> Tier:
     """The difficulty tier of a classification (low <= 3 < medium <= 6 < high)."""
     return tier_of_score(
-        difficulty_score(
-            c.reasoningComplexity, c.contextComplexity, c.executionMode, c.riskLevel
-        )
+        difficulty_score(c.reasoningComplexity, c.contextComplexity, c.executionMode, c.riskLevel)
     )

@@ -35,8 +35,8 @@ from contracts.admin import (
     history_key,
     reject,
 )
-from contracts.commands import Command
 from contracts.codec import DecodeError, decode_command, decode_event, encode_event
+from contracts.commands import Command
 from contracts.config import RunKind
 from contracts.envelope import EventBase, iso_utc
 from contracts.events import CaseGraded, CaseJobDeadLettered, raw_excerpt
@@ -117,10 +117,8 @@ class Worker:
         self.case_jobs = t(settings.topic(specs.CASE_JOBS.name))
         self.case_jobs_dlq = t(settings.topic(specs.CASE_JOBS_DLQ.name))
         self.commands_dlq = t(settings.topic(specs.COMMANDS_DLQ.name))
-        # str keys (json) survive changelog recovery as str; values are our own JSON bytes.
-        schema = faust.Schema(
-            key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
-        )
+        # JSON keys and values survive changelog recovery as the str / dict they were.
+        schema: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
         # Faust requires a table's changelog to match its source topic's partitions.
         self.admin = self.app.Table(
             "admin", default=None, schema=schema, partitions=specs.COMMANDS.partitions

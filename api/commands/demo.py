@@ -1,7 +1,7 @@
 """`provenroute demo`: the main job end to end on the local services and the SIMULATED fleet.
 
-Starts the simulated provider, a worker and the projector as child processes (logs under .state/logs),
-saves the example config, runs a classifier and a decider benchmark with progress bars, and
+Starts the simulated provider, a worker and the projector as child processes (logs in
+.state/logs), saves the example config, runs a classifier and a decider benchmark with progress bars, and
 prints the published routing table and classifier winner.
 """
 
@@ -33,8 +33,9 @@ def _cli(*args: str) -> list[str]:
 def child(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=PROJECT_ROOT)
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+        )
         try:
             yield
         finally:
@@ -89,9 +90,10 @@ def demo(
     }
     sim_url = f"http://127.0.0.1:{settings.sim_port}/v1"
     console.print(f"logs of the simulated provider and the worker: {logs}")
-    with child("sim-provider", _cli("sim-provider", "--port", str(settings.sim_port)), env,
-               logs), child("worker", _cli("worker"), env, logs), child(
-        "projector", _cli("project"), env, logs
+    with (
+        child("sim-provider", _cli("sim-provider", "--port", str(settings.sim_port)), env, logs),
+        child("worker", _cli("worker"), env, logs),
+        child("projector", _cli("project"), env, logs),
     ):
         wait_for_sim(sim_url)
         console.rule("save the benchmark config")
@@ -105,4 +107,3 @@ def demo(
         step(_cli("routing-table", "show"), env)
     console.rule("[bold]done[/]")
     console.print("Run `make demo` again: every model is carried, so the runs publish at once.")
-

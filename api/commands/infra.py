@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 
@@ -32,7 +33,7 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [s for s in specs if f"{prefix}{s.name}" not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
                         NewTopic(
@@ -44,8 +45,6 @@ async def ensure_topics(
                         for s in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass
         to_alter = [s for s in specs if s not in missing and s.config]
         if to_alter:
             await admin.alter_configs(

@@ -42,15 +42,16 @@ from contracts.routing_table import ClassifierWinner, RoutingTable
 from streams.log import EventReader, new_command_id, now_utc, post_command
 
 console = Console(width=None if sys.stdout.isatty() else 140)
-config_app = typer.Typer(help="The benchmark config (saved through the command topic).",
-                         no_args_is_help=True)
+config_app = typer.Typer(
+    help="The benchmark config (saved through the command topic).", no_args_is_help=True
+)
 run_app = typer.Typer(help="Benchmark runs.", no_args_is_help=True)
 
 
 def worker(loglevel: str = typer.Option("info", help="Log level.")) -> None:
     """Run the Faust worker: commands, case jobs, aggregation and publishing."""
-    from streams.bootstrap import build_worker
     from streams.app import run_worker
+    from streams.bootstrap import build_worker
 
     run_worker(build_worker(Settings()), loglevel=loglevel)
 
@@ -160,17 +161,18 @@ class RunView:
 
     @property
     def concluded(self) -> bool:
-        if self.completed is None or self.started is None:
-            return False
-        return True  # RunCompleted comes after the run's publish events
+        # RunCompleted comes after the run's publish events.
+        return self.completed is not None and self.started is not None
 
 
 def _run_or_timeout(coro: Any, command_id: str) -> Any:
     try:
         return asyncio.run(coro)
     except TimeoutError as e:
-        console.print(f"[red]no answer from the worker for command {command_id}[/]: is "
-                      "`provenroute worker` running?")
+        console.print(
+            f"[red]no answer from the worker for command {command_id}[/]: is "
+            "`provenroute worker` running?"
+        )
         raise typer.Exit(2) from e
 
 
@@ -197,14 +199,18 @@ def run_start(
             if not wait:
                 return view
             with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
             ) as progress:
                 task = progress.add_task(f"{kind} run", total=None)
                 async for ev in reader.follow(timeout):
                     view.apply(ev)
-                    progress.update(task, total=view.expected,
-                                    completed=len(view.graded) + view.dead)
+                    progress.update(
+                        task, total=view.expected, completed=len(view.graded) + view.dead
+                    )
                     if view.concluded:
                         break
             return view
@@ -239,21 +245,38 @@ def print_run(view: RunView) -> None:
     started = view.started
     state = "completed" if view.completed else "running"
     done = len(view.graded) + view.dead
-    console.print(f"run {view.run_id}: {started.kind if started else '?'}, {state}, "
-                  f"{done}/{view.expected if view.expected is not None else '?'} results"
-                  + (f", {view.dead} ungraded (dead-lettered)" if view.dead else ""))
+    console.print(
+        f"run {view.run_id}: {started.kind if started else '?'}, {state}, "
+        f"{done}/{view.expected if view.expected is not None else '?'} results"
+        + (f", {view.dead} ungraded (dead-lettered)" if view.dead else "")
+    )
     if view.summaries:
         t = Table(title="model summaries")
-        for col in ("model", "tier", "accuracy", "lower bound", "graded", "avg cost $",
-                    "p95 ms", "timeouts", "carried"):
+        for col in (
+            "model",
+            "tier",
+            "accuracy",
+            "lower bound",
+            "graded",
+            "avg cost $",
+            "p95 ms",
+            "timeouts",
+            "carried",
+        ):
             t.add_column(col)
         for ev in view.summaries:
             s = ev.summary
-            t.add_row(s.model, s.tier, f"{s.accuracy:.3f}", f"{s.accuracy_lower_bound:.3f}",
-                      str(s.graded),
-                      "-" if s.avg_cost_usd is None else f"{s.avg_cost_usd:.6f}",
-                      "-" if s.p95_latency_ms is None else f"{s.p95_latency_ms:.0f}",
-                      str(s.timeouts), "yes" if s.carried else "")
+            t.add_row(
+                s.model,
+                s.tier,
+                f"{s.accuracy:.3f}",
+                f"{s.accuracy_lower_bound:.3f}",
+                str(s.graded),
+                "-" if s.avg_cost_usd is None else f"{s.avg_cost_usd:.6f}",
+                "-" if s.p95_latency_ms is None else f"{s.p95_latency_ms:.0f}",
+                str(s.timeouts),
+                "yes" if s.carried else "",
+            )
         console.print(t)
     if view.table is not None:
         print_routing_table(view.table)
@@ -261,21 +284,40 @@ def print_run(view: RunView) -> None:
         console.print(f"[yellow]publish skipped[/]: {view.skipped.reason}")
     if view.winner is not None:
         w = view.winner
-        console.print(f"classifier winner: [bold]{w.model}[/] accuracy {w.accuracy:.3f}, "
-                      f"avg cost {w.avgCostUsd}, p95 {w.p95LatencyMs} ms ({w.reason})")
+        console.print(
+            f"classifier winner: [bold]{w.model}[/] accuracy {w.accuracy:.3f}, "
+            f"avg cost {w.avgCostUsd}, p95 {w.p95LatencyMs} ms ({w.reason})"
+        )
 
 
 def print_routing_table(table: RoutingTable) -> None:
-    t = Table(title=f"routing table {table.version} (minAccuracy {table.minAccuracy}, "
-                    f"{table.acceptance}, switchCostFactor {table.switchCostFactor})")
-    for col in ("tier", "rank", "model", "effort", "accuracy", "lower bound", "avg cost $",
-                "meets"):
+    t = Table(
+        title=f"routing table {table.version} (minAccuracy {table.minAccuracy}, "
+        f"{table.acceptance}, switchCostFactor {table.switchCostFactor})"
+    )
+    for col in (
+        "tier",
+        "rank",
+        "model",
+        "effort",
+        "accuracy",
+        "lower bound",
+        "avg cost $",
+        "meets",
+    ):
         t.add_column(col)
     for tier in ("low", "medium", "high"):
         for i, c in enumerate(table.tiers[tier], 1):  # type: ignore[index]
-            t.add_row(tier if i == 1 else "", str(i), c.model, c.reasoningEffort,
-                      f"{c.accuracy:.3f}", f"{c.accuracyLowerBound:.3f}", f"{c.avgCostUsd:.6f}",
-                      "yes" if c.meetsThreshold else "no")
+            t.add_row(
+                tier if i == 1 else "",
+                str(i),
+                c.model,
+                c.reasoningEffort,
+                f"{c.accuracy:.3f}",
+                f"{c.accuracyLowerBound:.3f}",
+                f"{c.avgCostUsd:.6f}",
+                "yes" if c.meetsThreshold else "no",
+            )
     console.print(t)
 
 

@@ -64,7 +64,9 @@ def _docker(s: Settings) -> ServiceHealth:
     try:
         client.images.get(s.base_image)
     except ImageNotFound:
-        return ServiceHealth("docker", False, f"engine {version}, base image {s.base_image} missing")
+        return ServiceHealth(
+            "docker", False, f"engine {version}, base image {s.base_image} missing"
+        )
     finally:
         client.close()
     return ServiceHealth("docker", True, f"engine {version}, base image {s.base_image}")

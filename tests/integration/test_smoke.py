@@ -63,9 +63,20 @@ async def test_faust_agent_receives_a_contract_event(
 ) -> None:
     env = {**os.environ, "SMOKE_PREFIX": kafka_prefix, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "tests.integration.faust_smoke_app", "worker",
-         "-l", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "faust",
+            "-A",
+            "tests.integration.faust_smoke_app",
+            "worker",
+            "-l",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         producer = AIOKafkaProducer(
@@ -81,10 +92,10 @@ async def test_faust_agent_receives_a_contract_event(
     finally:
         worker.terminate()
         try:
-            out, _ = worker.communicate(timeout=30)
+            worker.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-            out, _ = worker.communicate()
+            worker.communicate()
     assert worker.returncode is not None
 
 

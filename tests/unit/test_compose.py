@@ -46,10 +46,13 @@ def test_ports_match_local_defaults() -> None:
 def test_env_names_are_settings_fields_and_secrets_are_required() -> None:
     env = _compose()["services"]["worker"]["environment"]
     fields = set(Settings.model_fields)
-    for key, value in env.items():
+    for key in env:
         assert key.startswith("PROVENROUTE_"), key
         assert key.removeprefix("PROVENROUTE_").lower() in fields, key
-    for secret in ("PROVENROUTE_PROVIDER_API_KEY", "PROVENROUTE_INTERNAL_SECRET",
-                   "PROVENROUTE_ADMIN_TOKEN"):
+    for secret in (
+        "PROVENROUTE_PROVIDER_API_KEY",
+        "PROVENROUTE_INTERNAL_SECRET",
+        "PROVENROUTE_ADMIN_TOKEN",
+    ):
         assert ":?" in env[secret], f"{secret} must be required with ${{VAR:?}}"
     assert env["PROVENROUTE_TOPIC_PREFIX"] == Settings().topic_prefix

@@ -1,0 +1,144 @@
+"""The decide service and admin API: `create_app(settings)`.
+
+The lifespan starts the runtime (sessions Faust app, routing-state listener, Kafka
+emitter) with a bounded start-up, and stops it on shutdown. Nothing happens at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.decide.runtime import Runtime
+from api.routes import (
+    admin_commands,
+    admin_config,
+    admin_routing,
+    admin_runs,
+    decide,
+    health,
+    metrics,
+)
+from api.settings import Settings
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """413 for bodies over `limit` bytes, whether declared (Content-Length) or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = b'{"detail":"request body too large"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status.HTTP_413_CONTENT_TOO_LARGE,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse(
+            {"detail": "request body is not valid JSON"}, status.HTTP_400_BAD_REQUEST
+        )
+    fields = [
+        ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+        for e in errors
+    ]
+    detail: list[dict[str, Any]] = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in errors
+    ]
+    return JSONResponse(
+        {"detail": detail, "fields": [f for f in fields if f]},
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
+    """The API app. `runtime` may be injected (tests); by default it is built from settings."""
+    rt = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(
+        title="provenroute decide service",
+        version="0.1.0",
+        description=(
+            "POST /decide picks the cheapest model our own benchmarks prove accurate enough "
+            "for a request's difficulty, with per-conversation stickiness; the admin API "
+            "configures and triggers benchmarks. Gateways authenticate with the internal "
+            "secret, admins with the admin token (both as bearer tokens)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit, limit=settings.decide_max_body_bytes)
+    for module in (decide, health, metrics, admin_config, admin_runs, admin_routing,
+                   admin_commands):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,45 @@
+"""`provenroute serve`: run the decide service and admin API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default: PROVENROUTE_API_PORT, 8080).")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="Log level.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+) -> None:
+    """Serve POST /decide, the admin API, /healthz, /readyz and /metrics."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    settings = Settings()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    # One JSON object per line for each decision, without the usual prefix.
+    decisions = logging.getLogger("provenroute.decide.decisions")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    decisions.addHandler(handler)
+    decisions.propagate = False
+    # Faust and aiokafka are chatty at INFO; their warnings still show.
+    for name in ("faust", "mode", "aiokafka"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=settings.api_port if port is None else port,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=5,
+    )
