@@ -28,10 +28,6 @@ from api.routes import (
 from api.settings import Settings
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """413 for bodies over `limit` bytes, whether declared (Content-Length) or streamed."""
 
@@ -43,38 +39,46 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = 0
-                if declared > self.limit:
-                    await self._reject(send)
-                    return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+                    declared = None
+        if declared is not None:
+            # The server delivers at most the declared length: checking it is enough.
+            if declared > self.limit:
                 await self._reject(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # Streamed (chunked) body: buffer it up to the limit, then replay it to the app.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         body = b'{"detail":"request body too large"}'
@@ -103,8 +107,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         for e in errors
     ]
     detail: list[dict[str, Any]] = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-        for e in errors
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
     ]
     return JSONResponse(
         {"detail": detail, "fields": [f for f in fields if f]},
@@ -138,7 +141,14 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit, limit=settings.decide_max_body_bytes)
-    for module in (decide, health, metrics, admin_config, admin_runs, admin_routing,
-                   admin_commands):
+    for module in (
+        decide,
+        health,
+        metrics,
+        admin_config,
+        admin_runs,
+        admin_routing,
+        admin_commands,
+    ):
         app.include_router(module.router)
     return app

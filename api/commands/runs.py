@@ -286,8 +286,13 @@ def print_run(view: RunView) -> None:
         w = view.winner
         console.print(
             f"classifier winner: [bold]{w.model}[/] accuracy {w.accuracy:.3f}, "
-            f"avg cost {w.avgCostUsd}, p95 {w.p95LatencyMs} ms ({w.reason})"
+            f"avg cost ${_num(w.avgCostUsd, '.6f')}, p95 {_num(w.p95LatencyMs, '.0f')} ms "
+            f"({w.reason})"
         )
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def print_routing_table(table: RoutingTable) -> None:

@@ -6,8 +6,24 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    0.75, 1.0, 1.5, 2.0, 2.5, 5.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
 )
 
 
@@ -69,6 +85,4 @@ class DecideMetrics:
             "1 when a routing table is held in memory.",
             registry=r,
         )
-        self.ready = Gauge(
-            "provenroute_decide_ready", "1 when /readyz answers ready.", registry=r
-        )
+        self.ready = Gauge("provenroute_decide_ready", "1 when /readyz answers ready.", registry=r)

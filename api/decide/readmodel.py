@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -134,14 +135,22 @@ class PostgresReadModel:
             await self.pool.close()
             self._opened = False
 
-    async def _all(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    async def _all(
+        self, query: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
         await self.open()
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, params)
+            try:
+                await cur.execute(query, params)
+            except pg_errors.UndefinedTable:
+                # The projector has not migrated this schema yet: nothing is published.
+                return []
             return await cur.fetchall()
 
-    async def _one(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
+    async def _one(
+        self, query: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> dict[str, Any] | None:
         rows = await self._all(query, params)
         return rows[0] if rows else None
 

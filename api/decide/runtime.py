@@ -61,7 +61,9 @@ class Runtime:
         s = self.settings
         self._stop = asyncio.Event()
         await self._ensure_topics()
-        self.emitter = Emitter(s.kafka_bootstrap, self.metrics, queue_size=s.decide_event_queue_size)
+        self.emitter = Emitter(
+            s.kafka_bootstrap, self.metrics, queue_size=s.decide_event_queue_size
+        )
         self.emitter.start()
         self.sessions = Sessions(
             app_id=s.decide_app_id or f"{s.topic_prefix}decide",
@@ -99,7 +101,7 @@ class Runtime:
             async with asyncio.timeout(s.decide_startup_timeout_s):
                 await self.live.wait_table_loaded()
                 await self.sessions.wait_ready()
-        except TimeoutError:
+        except (TimeoutError, RuntimeError):
             log.warning(
                 "decide service serving before it is ready (sessions ready=%s, table loaded=%s)",
                 self.sessions.ready,
@@ -121,10 +123,8 @@ class Runtime:
 
     async def _start_sessions(self) -> None:
         assert self.sessions is not None
-        try:
+        with contextlib.suppress(Exception):  # logged by Sessions; /readyz stays false
             await self.sessions.start()
-        except Exception:
-            pass  # logged by Sessions; /readyz stays false
 
     async def stop(self) -> None:
         self._stop.set()

@@ -31,6 +31,7 @@ from api.decide.emitter import Emitter
 from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
 from api.decide.sessions import (
+    SessionRecord,
     Sessions,
     cached_classification,
     remember_classification,
@@ -116,8 +117,9 @@ class DecideService:
             fallback = await self._decide(answer, conversation_id, messages, deadline)
         except Exception:  # never a 5xx: the gateway falls back to its default
             log.exception("decide failed for conversation %r", conversation_id)
-            answer.update(model=None, reasoningEffort=None, sticky=False,
-                          nullReason="internal_error")
+            answer.update(
+                model=None, reasoningEffort=None, sticky=False, nullReason="internal_error"
+            )
         elapsed = time.perf_counter() - started
         answer["latencyMs"] = round(elapsed * 1000.0, 3)
         self._account(answer, elapsed, fallback, hints)
@@ -152,8 +154,9 @@ class DecideService:
             answer["classificationCached"] = True
         else:
             self.metrics.classification_cache.labels("miss").inc()
-            classification = await self._classify(answer, resolved.model, rendered, messages,
-                                                  deadline)
+            classification = await self._classify(
+                answer, resolved.model, rendered, messages, deadline
+            )
             if classification is None:
                 return False
         tier = derive_tier(classification)
@@ -172,7 +175,7 @@ class DecideService:
             remember_classification(record, resolved.model, digest, classification),
             next_session_state(incumbent, decision, classification),
         )
-        if updated != record:
+        if updated != (record or SessionRecord()):
             sessions.put(conversation_id, updated)
         return classification.fallback
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Final
 
 import faust
@@ -125,6 +127,8 @@ class Sessions:
             app_id,
             broker=f"kafka://{bootstrap}",
             store="memory://",
+            # Faust wants a data directory even for the memory store; keep it out of the tree.
+            datadir=str(Path(tempfile.gettempdir()) / "provenroute-faust" / "{conf.id}-data"),
             web_enabled=False,
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
@@ -133,7 +137,9 @@ class Sessions:
             table_standby_replicas=0,
         )
         # str keys (json) survive changelog recovery as str; values are plain JSON objects.
-        schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+        schema: faust.Schema = faust.Schema(
+            key_type=str, key_serializer="json", value_serializer="json"
+        )
         self.topic = self.app.topic(topic, schema=schema, partitions=SESSIONS_TOPIC.partitions)
         self.table = self.app.Table(
             "sessions", default=None, schema=schema, partitions=SESSIONS_TOPIC.partitions
@@ -196,7 +202,7 @@ class Sessions:
         if not self._started:
             return False
         try:
-            recovery = self.app.tables.recovery
+            recovery = self.app.tables.recovery  # type: ignore[attr-defined]
             if not recovery.completed.is_set() or recovery.in_recovery:
                 return False
             assigned = {
@@ -211,6 +217,7 @@ class Sessions:
 
         bind_to_running_loop(self.app)
         self.app.finalize()
+        Path(self.app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
         try:
             await self.app.maybe_start()
         except Exception as e:
@@ -220,7 +227,10 @@ class Sessions:
         self._started = True
 
     async def wait_ready(self, poll_s: float = 0.05) -> None:
+        """Until ready; raises RuntimeError if the app failed to start."""
         while not self.ready:
+            if self.start_error is not None:
+                raise RuntimeError(f"sessions did not start: {self.start_error}")
             await asyncio.sleep(poll_s)
 
     async def stop(self, timeout_s: float = 10.0) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, status
 from pydantic import BaseModel, Field
@@ -54,5 +54,5 @@ async def read(awaitable: Awaitable[T]) -> T:
         ) from None
 
 
-NOT_AUTHENTICATED = {401: {"description": "Missing or wrong admin token."}}
-UNAVAILABLE = {503: {"description": "Kafka or PostgreSQL unavailable."}}
+NOT_AUTHENTICATED: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong admin token."}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"description": "Kafka or PostgreSQL unavailable."}}

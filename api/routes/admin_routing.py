@@ -22,8 +22,11 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminAuth])
 @router.get(
     "/routing-table",
     response_model=RoutingTable,
-    responses={404: {"description": "No table published (by then)."}, **NOT_AUTHENTICATED,
-               **UNAVAILABLE},
+    responses={
+        404: {"description": "No table published (by then)."},
+        **NOT_AUTHENTICATED,
+        **UNAVAILABLE,
+    },
     summary="The live routing table, or the one live at `as_of`",
 )
 async def routing_table(
@@ -87,6 +90,7 @@ class OverrideRequest(BaseModel):
     summary="Pin or clear the classifier model (posts SetClassifierOverride)",
 )
 async def set_override(body: OverrideRequest, runtime: RuntimeDep) -> CommandPosted:
-    command = SetClassifierOverride(command_id=new_command_id(), issued_at=now_utc(),
-                                    model=body.model)
+    command = SetClassifierOverride(
+        command_id=new_command_id(), issued_at=now_utc(), model=body.model
+    )
     return await post(runtime, command)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi import APIRouter, Response
 
 from api.decide.models import DecideRequest, DecideResponse
 from api.deps import InternalAuth, ServiceDep
@@ -22,7 +22,7 @@ router = APIRouter(tags=["decide"])
     },
     summary="Pick the model for one request",
 )
-async def decide(body: DecideRequest, service: ServiceDep) -> ORJSONResponse:
+async def decide(body: DecideRequest, service: ServiceDep) -> Response:
     """Classify the conversation, derive its tier and pick from the live routing table,
     keeping the conversation's incumbent when switching would not pay off.
 
@@ -32,4 +32,4 @@ async def decide(body: DecideRequest, service: ServiceDep) -> ORJSONResponse:
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     hints = body.hints.model_dump(exclude_none=True) if body.hints is not None else None
     answer = await service.decide(body.conversationId, messages, hints)
-    return ORJSONResponse(answer)
+    return Response(orjson.dumps(answer), media_type="application/json")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi import APIRouter, Response
 
 from api.deps import RuntimeDep
 
@@ -22,7 +22,11 @@ async def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     summary="Readiness: sessions recovered and the routing table loaded",
     responses={503: {"description": "Not ready yet (body says what is missing)."}},
 )
-async def readyz(runtime: RuntimeDep) -> ORJSONResponse:
+async def readyz(runtime: RuntimeDep) -> Response:
     status = runtime.status()
     runtime.metrics.ready.set(1 if status["ready"] else 0)
-    return ORJSONResponse(status, status_code=200 if status["ready"] else 503)
+    return Response(
+        orjson.dumps(status),
+        status_code=200 if status["ready"] else 503,
+        media_type="application/json",
+    )

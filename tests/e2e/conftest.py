@@ -113,11 +113,13 @@ class ChildProcess:
         self._log.close()
 
     def tail(self, lines: int = 40) -> str:
+        """The log's last lines, without Faust's offset tables."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        kept = [ln for ln in text.splitlines() if not ln.startswith(("|", "+", "\u3003"))]
+        return f"(log: {self.log_path})\n" + "\n".join(kept[-lines:])
 
 
 # --------------------------------------------------------------------- simulated provider
@@ -366,7 +368,14 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _pipeline(settings: Settings, sim: str, workdir: Path) -> Pipeline:
+LOG_ROOT = Path(os.environ.get("E2E_LOG_DIR", "/tmp/provenroute-e2e"))
+"""Worker logs and Faust data dirs live here, one folder per topic prefix (kept for
+post-mortems: pytest's tmp dirs rotate away while other suites run)."""
+
+
+def _pipeline(settings: Settings, sim: str, _tmp: Path) -> Pipeline:
+    workdir = LOG_ROOT / settings.topic_prefix.rstrip(".")
+    workdir.mkdir(parents=True, exist_ok=True)
     return Pipeline(settings=settings, sim_url=sim, workdir=workdir)
 
 

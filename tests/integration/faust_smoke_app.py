@@ -18,7 +18,6 @@ app = faust.App(
     broker=f"kafka://{os.environ.get('PROVENROUTE_KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
     store="memory://",
     web_enabled=False,
-    topic_allow_declare=False,
 )
 events = app.topic(f"{PREFIX}events", value_serializer="raw", key_serializer="raw")
 echoes = app.topic(f"{PREFIX}decisions", value_serializer="raw", key_serializer="raw")

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import docker
@@ -62,6 +63,9 @@ async def test_faust_agent_receives_a_contract_event(
     base_settings: Settings, kafka_prefix: str
 ) -> None:
     env = {**os.environ, "SMOKE_PREFIX": kafka_prefix, "PYTHONPATH": str(ROOT)}
+    log_path = Path(tempfile.mkdtemp()) / "faust-smoke.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed in finally
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the worker.
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -71,11 +75,11 @@ async def test_faust_agent_receives_a_contract_event(
             "tests.integration.faust_smoke_app",
             "worker",
             "-l",
-            "warning",
+            "info",
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
     )
     try:
@@ -87,7 +91,12 @@ async def test_faust_agent_receives_a_contract_event(
             await producer.send_and_wait(f"{kafka_prefix}events", encode_event(_event()))
         finally:
             await producer.stop()
-        reply = await _consume_one(base_settings.kafka_bootstrap, f"{kafka_prefix}decisions", 90)
+        try:
+            reply = await _consume_one(
+                base_settings.kafka_bootstrap, f"{kafka_prefix}decisions", 90
+            )
+        except TimeoutError:
+            raise AssertionError(f"no echo; worker log:\n{log_path.read_text()[-3000:]}") from None
         assert reply == b"seen ClassifierOverrideSet"
     finally:
         worker.terminate()
@@ -96,6 +105,7 @@ async def test_faust_agent_receives_a_contract_event(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.communicate()
+        log_file.close()
     assert worker.returncode is not None
 
 
