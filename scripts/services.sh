@@ -27,6 +27,7 @@ log() { printf '\033[1;34m[services]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[services] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
   local deadline=$((SECONDS + $1)) what="$2"; shift 2
@@ -124,6 +125,8 @@ kafka_up() {
   fi
   if alive "$KAFKA_DIR/kafka.pid"; then
     log "kafka already running (pid $(cat "$KAFKA_DIR/kafka.pid"))"
+  elif port_open "$KAFKA_PORT"; then
+    log "a broker already answers on 127.0.0.1:$KAFKA_PORT; using it"
   else
     log "starting kafka on 127.0.0.1:$KAFKA_PORT (heap $KAFKA_HEAP)"
     nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
