@@ -100,16 +100,7 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
         key = result_key(event.model, event.case_id, event.rep)
         if key in p.outcomes:
             return p
-        outcome = CaseOutcome(
-            model=event.model,
-            case_id=event.case_id,
-            rep=event.rep,
-            tier=event.tier,
-            score=event.score,
-            latency_ms=event.latency_ms,
-            cost_usd=event.cost_usd,
-            timed_out=event.timed_out,
-        )
+        outcome = event.to_outcome()
         return p.model_copy(update={"outcomes": {**p.outcomes, key: outcome}})
     if isinstance(event, CaseJobDeadLettered):
         new = {result_key(event.model, c, event.rep): event.job_id for c in event.case_ids}

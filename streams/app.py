@@ -130,6 +130,7 @@ class Worker:
             "runs", default=None, schema=schema, partitions=specs.EVENTS.partitions
         )
         self.handled: set[str] = set()
+        self._progress: dict[str, RunProgress] = {}
         self.app.agent(self.commands, name="commands")(self._commands_agent)
         self.app.agent(self.case_jobs, name="case-jobs")(self._jobs_agent)
         self.app.agent(self.events, name="aggregator")(self._events_agent)
@@ -143,6 +144,11 @@ class Worker:
         return {k: ModelRecord.model_validate(v) for k, v in self.history.items() if v}
 
     def run_progress(self, run_id: str) -> RunProgress | None:
+        # The aggregator is the runs table's single writer, so its parsed copies stay
+        # current; the table (changelogged) is read only after a restart.
+        cached = self._progress.get(run_id)
+        if cached is not None:
+            return cached
         raw = self.runs.get(run_id)
         return RunProgress.model_validate(raw) if raw else None
 
@@ -303,6 +309,7 @@ class Worker:
                 self.history[key] = record.model_dump(mode="json")
             progress = progress.model_copy(update={"completed": True})
         self.runs[run_id] = progress.model_dump(mode="json")
+        self._progress[run_id] = progress
 
 
 def run_worker(worker: Worker, loglevel: str = "info") -> None:
