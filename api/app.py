@@ -151,4 +151,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         admin_commands,
     ):
         app.include_router(module.router)
+    app.include_router(__import__("api.ui.routes", fromlist=["router"]).router)  # admin web page
     return app

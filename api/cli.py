@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.commands import datasets, demo, projections, runs, services, sim
+from api.commands import datasets, demo, projections, runs, serve, services, sim
 
 app = typer.Typer(
     name="provenroute",
@@ -18,6 +18,7 @@ app.add_typer(runs.config_app, name="config")
 app.add_typer(runs.run_app, name="run")
 app.add_typer(datasets.app, name="datasets")
 app.command("sim-provider")(sim.sim_provider)
+app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 projections.register(app)
 

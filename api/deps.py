@@ -15,7 +15,7 @@ from api.settings import Settings
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -23,14 +23,14 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_service(runtime: RuntimeDep) -> DecideService:
+async def get_service(runtime: RuntimeDep) -> DecideService:
     if runtime.service is None:  # only before the lifespan ran
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "service starting")
     return runtime.service
@@ -52,12 +52,12 @@ def _check(credentials: HTTPAuthorizationCredentials | None, secret: str, realm:
         )
 
 
-def require_internal(credentials: Credentials, settings: SettingsDep) -> None:
+async def require_internal(credentials: Credentials, settings: SettingsDep) -> None:
     """Gateways: `Authorization: Bearer <internal secret>`."""
     _check(credentials, settings.internal_secret.get_secret_value(), "decide")
 
 
-def require_admin(credentials: Credentials, settings: SettingsDep) -> None:
+async def require_admin(credentials: Credentials, settings: SettingsDep) -> None:
     """Admins: `Authorization: Bearer <admin token>`."""
     _check(credentials, settings.admin_token.get_secret_value(), "admin")
 

@@ -201,8 +201,8 @@ async def main() -> None:
                                 "messages": [
                                     {
                                         "role": "user",
-                                        "content": f"Fix the failing test number {i} in "
-                                        "the billing module; it raises a KeyError on empty invoices.",
+                                        "content": f"Fix the failing test number {i} in the "
+                                        "billing module; it raises a KeyError on empty invoices.",
                                     }
                                 ],
                             }

@@ -55,6 +55,14 @@ DECISIONS = TopicSpec(
     config=INFINITE_RETENTION,
 )
 
+SESSIONS = TopicSpec(
+    "decide-sessions",
+    4,
+    key="conversation id (JSON string)",
+    value="SessionRecord (JSON): the conversation's incumbent and classification cache",
+    # Consumed by the decide service's `sessions` agent into its changelogged table.
+)
+
 ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (
     COMMANDS,
     EVENTS,
@@ -62,4 +70,5 @@ ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (
     CASE_JOBS_DLQ,
     COMMANDS_DLQ,
     DECISIONS,
+    SESSIONS,
 )

@@ -1,12 +1,14 @@
 """`provenroute demo`: the main job end to end on the local services and the SIMULATED fleet.
 
 Starts the simulated provider, a worker and the projector as child processes (logs in
-.state/logs), saves the example config, runs a classifier and a decider benchmark with progress bars, and
-prints the published routing table and classifier winner.
+.state/logs), saves the example config, runs a classifier and a decider benchmark with
+progress bars, and prints the published routing table and classifier winner; then serves
+/decide and sends a few conversations through the gateway client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from api.client import demo_conversations
 from api.commands.runs import console
 from api.commands.services import collect_health
 from api.settings import PROJECT_ROOT, Settings
@@ -54,6 +57,17 @@ def wait_for_sim(url: str, timeout_s: float = 30.0) -> None:
                 return
         time.sleep(0.3)
     raise typer.Exit(f"simulated provider did not answer at {url}")  # type: ignore[arg-type]
+
+
+def wait_until_ready(url: str, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    console.print(f"[red]{url} not ready after {timeout_s:.0f}s[/]")
+    raise typer.Exit(1)
 
 
 def step(cmd: list[str], env: dict[str, str]) -> None:
@@ -105,5 +119,16 @@ def demo(
         console.rule("the live routing table, from the PostgreSQL projection")
         time.sleep(2)  # the projector follows the log; give it a moment to catch up
         step(_cli("routing-table", "show"), env)
+        console.rule("POST /decide through the gateway client")
+        api_url = f"http://127.0.0.1:{settings.api_port}"
+        with child("api", _cli("serve", "--port", str(settings.api_port)), env, logs):
+            wait_until_ready(f"{api_url}/readyz")
+            asyncio.run(
+                demo_conversations(
+                    api_url,
+                    settings.internal_secret.get_secret_value(),
+                    settings.gateway_fallback_model,
+                )
+            )
     console.rule("[bold]done[/]")
     console.print("Run `make demo` again: every model is carried, so the runs publish at once.")

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Final
@@ -30,18 +31,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from api.decide.emitter import Emitter
 from contracts.classification import Classification
 from contracts.decision import SessionState
-from streams.topics import TopicSpec
+from streams.topics import SESSIONS as SESSIONS_TOPIC
 
 log = logging.getLogger("provenroute.decide.sessions")
-
-SESSIONS_TOPIC: Final = TopicSpec(
-    "decide-sessions",
-    4,
-    key="conversation id (JSON string)",
-    value="SessionRecord (JSON): the conversation's incumbent and classification cache",
-)
-"""Session updates consumed by the decide service's `sessions` agent.
-(To be moved into streams/topics.py and ALL_TOPICS by the lead.)"""
 
 CACHE_ENTRIES: Final = 4
 """Classifications kept per conversation (a retried or repeated request hits them)."""
@@ -146,6 +138,8 @@ class Sessions:
         )
         self.app.agent(self.topic, name="sessions")(self._agent)
         self._started = False
+        self._ready = False
+        self._ready_checked = 0.0
         self.start_error: str | None = None
         self.applied = 0
 
@@ -198,7 +192,17 @@ class Sessions:
 
     @property
     def ready(self) -> bool:
-        """Started, partitions assigned and the table recovered from its changelog."""
+        """Started, partitions assigned and the table recovered from its changelog.
+
+        Checked at most every 100 ms: /decide asks on every request."""
+        now = time.monotonic()
+        if now - self._ready_checked < 0.1:
+            return self._ready
+        self._ready = self._check_ready()
+        self._ready_checked = now
+        return self._ready
+
+    def _check_ready(self) -> bool:
         if not self._started:
             return False
         try:
@@ -225,6 +229,7 @@ class Sessions:
             log.exception("the sessions app did not start")
             raise
         self._started = True
+        self._ready_checked = 0.0
 
     async def wait_ready(self, poll_s: float = 0.05) -> None:
         """Until ready; raises RuntimeError if the app failed to start."""
@@ -239,3 +244,4 @@ class Sessions:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.app.stop(), timeout_s)
         self._started = False
+        self._ready, self._ready_checked = False, 0.0

@@ -54,5 +54,9 @@ async def read(awaitable: Awaitable[T]) -> T:
         ) from None
 
 
-NOT_AUTHENTICATED: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong admin token."}}
-UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"description": "Kafka or PostgreSQL unavailable."}}
+NOT_AUTHENTICATED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong admin token."}
+}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Kafka or PostgreSQL unavailable."}
+}

@@ -326,8 +326,11 @@ class Pipeline:
                         return seen
                     if self.workers and not any(w.alive() for w in self.workers):
                         break
+                c = reader.consumer
+                where = {tp.partition: (await c.position(tp), c.highwater(tp)) for tp in reader.tps}
             raise TimeoutError(
-                f"condition not met within {timeout_s:.0f}s ({len(seen)} events read)"
+                f"condition not met within {timeout_s:.0f}s ({len(seen)} events read; "
+                f"partition: (position, highwater) {where})"
             )
 
         try:

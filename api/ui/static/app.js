@@ -1,0 +1,142 @@
+// provenroute admin: progressive enhancement only; every page works without it.
+"use strict";
+(function () {
+  const ui = "/admin/ui";
+
+  // ---- outcome of a posted command: poll until accepted or rejected ----------------------
+  function watchCommand(box) {
+    const id = box.dataset.command;
+    if (!id || box.dataset.status !== "pending") return;
+    let tries = 0;
+    const tick = async () => {
+      tries += 1;
+      try {
+        const r = await fetch(`${ui}/commands/${encodeURIComponent(id)}`, {
+          headers: { Accept: "application/json" }, credentials: "same-origin",
+        });
+        if (r.ok) {
+          const s = await r.json();
+          if (s.status !== "pending") {
+            box.dataset.status = s.status;
+            box.className = `outcome outcome-${s.status}`;
+            box.querySelector(".outcome-status").textContent =
+              s.status === "accepted" ? "Accepted" : "Rejected";
+            box.querySelector(".outcome-text").textContent = s.status === "accepted"
+              ? "The worker accepted it." : (s.reason || "The worker rejected it.");
+            if (s.status === "accepted" && box.closest("main").querySelector("#config-form")) {
+              // Show the saved config's id and time.
+              setTimeout(() => { window.location.replace(window.location.href); }, 1200);
+            }
+            return;
+          }
+        }
+      } catch (e) { /* retry */ }
+      if (tries < 240) setTimeout(tick, tries < 20 ? 500 : 2000);
+    };
+    setTimeout(tick, 300);
+  }
+
+  // ---- a run's live progress over server-sent events -------------------------------------
+  function watchRun(section) {
+    if (section.dataset.status === "completed") return;
+    const run = section.dataset.run;
+    const command = section.dataset.command;
+    const url = `${ui}/runs/${encodeURIComponent(run)}/stream` +
+      (command ? `?command=${encodeURIComponent(command)}` : "");
+    const bar = section.querySelector("#run-progress");
+    const status = section.querySelector("#run-status");
+    const counts = section.querySelector("#run-counts");
+    const show = (p) => {
+      bar.value = p.percent;
+      status.textContent = p.status;
+      status.className = `status status-${p.status}`;
+      section.dataset.status = p.status;
+      if (p.expected !== null && p.expected !== undefined) {
+        counts.textContent = `${p.done} of ${p.expected} case results` +
+          (p.models_carried ? ` (${p.models_carried} model(s) carried)` : "");
+      } else if (p.status === "pending") {
+        counts.textContent = "waiting for the worker to start the run";
+      } else {
+        counts.textContent = "fanning out";
+      }
+    };
+    if (!window.EventSource) { setTimeout(() => window.location.reload(), 3000); return; }
+    const es = new EventSource(url);
+    es.addEventListener("progress", (e) => show(JSON.parse(e.data)));
+    es.addEventListener("completed", (e) => {
+      show(JSON.parse(e.data));
+      es.close();
+      // Reload without the command id: the summaries render server-side.
+      window.location.replace(`${ui}/runs/${encodeURIComponent(run)}`);
+    });
+    es.addEventListener("rejected", (e) => {
+      es.close();
+      const reason = JSON.parse(e.data).reason || "rejected";
+      status.textContent = "rejected";
+      status.className = "status status-rejected";
+      counts.textContent = reason;
+      section.dataset.status = "rejected";
+    });
+  }
+
+  // ---- config editor: client-side hints and decider rows ---------------------------------
+  function enhanceConfig(form) {
+    const hintFor = (input) => {
+      let hint = input.parentElement.querySelector(".client-hint");
+      if (!hint) {
+        hint = document.createElement("p");
+        hint.className = "client-hint";
+        hint.id = `${input.id}-client`;
+        hint.setAttribute("aria-live", "polite");
+        input.parentElement.appendChild(hint);
+        input.setAttribute("aria-describedby",
+          `${input.getAttribute("aria-describedby") || ""} ${hint.id}`.trim());
+      }
+      return hint;
+    };
+    const check = (input) => {
+      if (!input.willValidate) return;
+      const hint = hintFor(input);
+      hint.textContent = input.validity.valid ? "" : `Hint: ${input.validationMessage}`;
+    };
+    form.querySelectorAll("input, textarea").forEach((input) => {
+      input.addEventListener("input", () => check(input));
+      input.addEventListener("blur", () => check(input));
+    });
+    // Decider rows: hide all but one spare blank row; "Add" reveals the next.
+    const rows = Array.from(form.querySelectorAll(".decider-row"));
+    const add = form.querySelector("#add-decider");
+    const blank = (row) => !row.querySelector("input").value.trim();
+    let spare = 0;
+    rows.forEach((row) => {
+      const remove = row.querySelector(".remove-row");
+      remove.hidden = false;
+      remove.addEventListener("click", () => {
+        row.querySelector("input").value = "";
+        row.hidden = true;
+        add.hidden = false;
+        add.focus();
+      });
+      if (blank(row)) { spare += 1; if (spare > 1) row.hidden = true; }
+    });
+    add.hidden = !rows.some((r) => r.hidden);
+    add.addEventListener("click", () => {
+      const next = rows.find((r) => r.hidden);
+      if (!next) return;
+      next.hidden = false;
+      next.querySelector("input").focus();
+      add.hidden = !rows.some((r) => r.hidden);
+    });
+    // On a server rejection, focus the first invalid field.
+    const invalid = form.querySelector("[aria-invalid='true']");
+    if (invalid) invalid.focus();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll(".outcome[data-command]").forEach(watchCommand);
+    const progress = document.querySelector("#progress[data-run]");
+    if (progress) watchRun(progress);
+    const form = document.querySelector("#config-form");
+    if (form) enhanceConfig(form);
+  });
+})();
