@@ -25,6 +25,7 @@ from api.routes import (
     health,
     metrics,
 )
+from api.routes.decide import FastDecide
 from api.settings import Settings
 
 
@@ -95,6 +96,32 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class DecideApp(FastAPI):
+    """FastAPI, with POST /decide served by `FastDecide` ahead of the whole stack.
+
+    The hot path skips Starlette's middleware and routing and FastAPI's dependency solving;
+    everything else (and whatever `FastDecide` hands back) goes through FastAPI as usual.
+    """
+
+    fast_decide: FastDecide | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_decide
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/decide"
+            and scope["method"] == "POST"
+        ):
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def full_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The FastAPI app proper (middleware, routing, the documented /decide route)."""
+        await super().__call__(scope, receive, send)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -127,7 +154,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         finally:
             await rt.stop()
 
-    app = FastAPI(
+    app = DecideApp(
         title="provenroute decide service",
         version="0.1.0",
         description=(
@@ -141,6 +168,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit, limit=settings.decide_max_body_bytes)
+    app.fast_decide = FastDecide(rt, app.full_stack, max_body_bytes=settings.decide_max_body_bytes)
     for module in (
         decide,
         health,

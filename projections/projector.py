@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,13 @@ from contracts.events import EVENT_CLASSES
 from projections.db import aconnect, check_schema
 from projections.fold import FAST_FOLDERS, Row, fold
 from projections.migrate import amigrate
-from projections.writer import group_rows, setup_temp_tables, write_rows
+from projections.writer import (
+    BULK_MARKER,
+    BulkLoader,
+    group_rows,
+    setup_temp_tables,
+    write_rows,
+)
 from streams.topics import DECISIONS, EVENTS
 
 log = logging.getLogger("provenroute.projector")
@@ -115,6 +122,10 @@ class _Diverged(Exception):
     pass
 
 
+class ProjectorRefused(RuntimeError):
+    """The target schema must not be projected into (an unfinished bulk replay)."""
+
+
 class Projector:
     def __init__(
         self,
@@ -126,6 +137,7 @@ class Projector:
         notify: bool = True,
         migrate: bool = True,
         fast: bool = False,
+        bulk: bool = False,
         batch_max: int = 5000,
         topics: tuple[str, ...] = (EVENTS.name, DECISIONS.name),
         before_commit: BeforeCommit | None = None,
@@ -139,6 +151,9 @@ class Projector:
         self.migrate = migrate
         self.fast = fast
         """Fold the high-volume events without pydantic validation (trusted replays)."""
+        self.bulk = bulk
+        """Load a fresh schema prepared by `replay` with COPY and constraints off (see
+        `projections.writer.BulkLoader`); needs `drain`."""
         self.batch_max = batch_max
         self.topics = tuple(settings.topic(t) for t in topics)
         self.before_commit = before_commit
@@ -171,7 +186,9 @@ class Projector:
             tps = await self._assign(consumer)
             if self.drain:
                 self.end = await consumer.end_offsets(tps)
-            while not _is_set(stop):
+            if self.bulk:
+                await self._bulk(consumer, tps, stop)
+            while not self.bulk and not _is_set(stop):
                 conn = await self._retrying(self._connect, stop)
                 if conn is None:
                     break
@@ -266,6 +283,13 @@ class Projector:
         stop: asyncio.Event | None,
     ) -> None:
         await setup_temp_tables(conn)
+        cur = await conn.execute("select to_regclass(%s)", (BULK_MARKER,))
+        marked = await cur.fetchone()
+        await conn.rollback()
+        if marked is not None and marked[0] is not None:
+            raise ProjectorRefused(
+                f"schema {self.schema} holds an unfinished bulk replay; replay it again"
+            )
         await self._load_positions(conn, consumer, tps)
         # Pipelined by one batch: Postgres commits batch N while this process decodes N+1.
         # `folded` runs ahead of `positions` (committed); a failed commit discards the batch
@@ -320,6 +344,86 @@ class Projector:
             self.stats.elapsed_s = time.monotonic() - self.stats.started
             self.on_progress(self.stats)
         return True
+
+    # ---- bulk load (replay into a fresh schema) ---------------------------------------
+
+    async def _bulk(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], stop: asyncio.Event | None
+    ) -> None:
+        """Drain the log into a fresh schema: fold and claim here, COPY in a thread.
+
+        The same `_fold` as the live path (decoding, `until`, errors, ignored types), then
+        `BulkClaims` (the live writer's dedup and foreign-key rules, in memory) and COPY.
+        Raises BulkUnsupported or psycopg.Error when it cannot give the live result; the
+        caller then replays through the transactional path.
+        """
+        if not self.drain:
+            raise ValueError("bulk loading drains the log: pass drain=True")
+        loader = BulkLoader(self.settings.database_url, self.schema)
+        claims = await asyncio.to_thread(loader.open)
+        self.positions = {tp: 0 for tp in tps}
+        self.folded = dict(self.positions)
+        for tp in tps:
+            await consumer.seek_to_beginning(tp)
+        self.total_to_drain = sum(self.end.get(tp, 0) for tp in tps)
+        errors: list[tuple[str, int, int, str | None, str, str | None]] = []
+        pending: asyncio.Future[None] | None = None
+        done: list[Batch] = []
+        # The load keeps no garbage cycles; the collector's passes over a million young
+        # tuples per batch cost more than the whole COPY.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            while not self._finished(tps, self.folded):
+                if _is_set(stop):
+                    raise ProjectorRefused("stopped before the bulk replay finished")
+                active = [tp for tp in tps if tp not in self.cut]
+                data = await consumer.getmany(*active, timeout_ms=200, max_records=self.batch_max)
+                if not data:
+                    continue
+                batch = self._fold(data)
+                grouped = claims.claim(it.rows for it in batch.items if it.error is None)
+                errors += [
+                    (
+                        it.tp.topic,
+                        it.tp.partition,
+                        it.offset,
+                        it.event_type,
+                        it.error,
+                        None if it.raw is None else it.raw[:RAW_EXCERPT].decode("utf-8", "replace"),
+                    )
+                    for it in batch.items
+                    if it.error is not None
+                ]
+                self.stats.failed += sum(1 for it in batch.items if it.error is not None)
+                if pending is not None:
+                    await pending
+                    self._bulk_progress(done.pop())
+                pending = asyncio.ensure_future(asyncio.to_thread(loader.copy, grouped))
+                done.append(batch)
+            if pending is not None:
+                await pending
+                self._bulk_progress(done.pop())
+            offsets = sorted(
+                (tp.topic, tp.partition, off) for tp, off in self.folded.items() if off > 0
+            )
+            await asyncio.to_thread(loader.finish, offsets, errors)
+            self.positions = dict(self.folded)
+        finally:
+            if pending is not None and not pending.done():
+                with contextlib.suppress(BaseException):
+                    await pending
+            await asyncio.to_thread(loader.close)
+            if gc_was_on:
+                gc.enable()
+
+    def _bulk_progress(self, batch: Batch) -> None:
+        self.stats.batches += 1
+        self.stats.events_applied += batch.applied
+        self.stats.ignored += batch.ignored
+        if self.on_progress is not None:
+            self.stats.elapsed_s = time.monotonic() - self.stats.started
+            self.on_progress(self.stats)
 
     # ---- folding (no IO) -------------------------------------------------------------
 
@@ -386,8 +490,7 @@ class Projector:
         try:
             async with conn.transaction():
                 await self._check_offsets(conn, batch)
-                rows = [r for it in batch.items for r in it.rows]
-                inserted = await write_rows(conn, group_rows(rows))
+                inserted = await write_rows(conn, group_rows(it.rows for it in batch.items))
                 failed = [it for it in batch.items if it.error is not None]
                 await self._finish(conn, batch, inserted, failed)
         except (pg_errors.IntegrityError, pg_errors.DataError) as e:
@@ -406,7 +509,7 @@ class Projector:
                     continue
                 try:
                     async with conn.transaction():
-                        got = await write_rows(conn, group_rows(it.rows), clear_staging=True)
+                        got = await write_rows(conn, group_rows([it.rows]), clear_staging=True)
                 except (pg_errors.IntegrityError, pg_errors.DataError) as e:
                     it.error = f"{type(e).__name__}: {e}"
                     failed.append(it)
@@ -465,7 +568,13 @@ class Projector:
                 "insert into projection_offsets (topic, partition, next_offset)"
                 " values (%s, %s, %s) on conflict (topic, partition)"
                 " do update set next_offset = excluded.next_offset",
-                [(tp.topic, tp.partition, off) for tp, off in batch.end.items()],
+                # Only partitions this batch moved: a partition never advanced has no row,
+                # whatever the batching (a replay writes the same rows).
+                [
+                    (tp.topic, tp.partition, off)
+                    for tp, off in batch.end.items()
+                    if off != batch.start.get(tp)
+                ],
             )
             if self.notify:
                 for channel, table in (
@@ -502,6 +611,8 @@ async def run_projector(
     drain: bool = False,
     notify: bool = True,
     fast: bool = False,
+    bulk: bool = False,
+    batch_max: int = 5000,
     on_progress: Callable[[ProjectorStats], None] | None = None,
     before_commit: BeforeCommit | None = None,
 ) -> ProjectorStats:
@@ -511,7 +622,8 @@ async def run_projector(
     partition reached the end offsets seen at start; with `until` each partition stops at
     its first event later than that timestamp (the stored offset then points at it).
     Migrations are applied first. `fast` folds CaseGraded/DecisionMade without pydantic
-    validation (for replays of a log the worker validated when writing it).
+    validation (for replays of a log the worker validated when writing it); `bulk` loads a
+    fresh schema prepared by `projections.replay` with COPY (see `Projector._bulk`).
     """
     projector = Projector(
         settings,
@@ -520,6 +632,8 @@ async def run_projector(
         drain=drain,
         notify=notify,
         fast=fast,
+        bulk=bulk,
+        batch_max=batch_max,
         on_progress=on_progress,
         before_commit=before_commit,
     )

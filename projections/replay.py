@@ -1,15 +1,22 @@
 """Replay: rebuild every projection from offset 0 into a fresh schema, optionally swap it in.
 
 The fresh schema gets the migrations, then the projector drains both topics into it (no
-NOTIFY: nobody reads it yet). `--until` stops each partition at its first event later than
-the timestamp, so the schema shows the world as it was then. `swap_in` renames schemas in
-one transaction (`live` -> `live_pre_<stamp>`, `new` -> `live`), then notifies readers of
-the live routing table and classifier winner. The old schema is kept for inspection.
+NOTIFY: nobody reads it yet). By default it bulk-loads (`Projector._bulk`: COPY with the
+keys, foreign keys and indexes off, restored and validated at the end); if the log holds
+something that path does not reproduce exactly (an orphan event, a row breaking a key), the
+schema is made afresh and the replay runs through the live, transactional path instead, so
+the result is always the live projector's, row for row.
+
+`--until` stops each partition at its first event later than the timestamp, so the schema
+shows the world as it was then. `swap_in` renames schemas in one transaction (`live` ->
+`live_pre_<stamp>`, `new` -> `live`), then notifies readers of the live routing table and
+classifier winner. The old schema is kept for inspection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from api.settings import Settings
-from projections.db import check_schema
+from projections.db import check_schema, connect
 from projections.migrate import migrate
 from projections.projector import (
     CHANNEL_CLASSIFIER_WINNER,
@@ -27,6 +34,12 @@ from projections.projector import (
     ProjectorStats,
     run_projector,
 )
+from projections.writer import BULK_MARKER, BulkUnsupported
+
+log = logging.getLogger("provenroute.replay")
+
+BULK_BATCH = 20_000
+"""Records per `getmany` in a bulk replay (the live projector's batches are smaller)."""
 
 
 class ReplayError(RuntimeError):
@@ -39,6 +52,8 @@ class ReplayResult:
     stats: ProjectorStats
     swapped_out: str | None = None
     """After a swap: the name the previous live schema was renamed to."""
+    mode: str = "bulk"
+    """"bulk", "transactional", or "transactional (bulk fell back)"."""
 
 
 def default_schema_name(live: str, now: datetime | None = None) -> str:
@@ -66,6 +81,8 @@ def prepare_fresh_schema(settings: Settings, schema: str, *, replace: bool = Fal
             raise ReplayError(f"schema {schema!r} exists; pass replace=True (--replace) to drop it")
         drop_schema(settings.database_url, schema)
     migrate(settings.database_url, schema)
+    with connect(settings.database_url, schema) as conn:
+        conn.execute(sql.SQL("create table {} ()").format(sql.Identifier(BULK_MARKER)))
 
 
 async def replay(
@@ -76,21 +93,44 @@ async def replay(
     swap: bool = False,
     replace: bool = False,
     fast: bool = True,
+    bulk: bool = True,
     on_progress: Callable[[ProjectorStats], None] | None = None,
 ) -> ReplayResult:
     """Rebuild all projections from offset 0 into `schema` (default `<live>_replay_<stamp>`)."""
     target = schema or default_schema_name(settings.db_schema)
     await asyncio.to_thread(prepare_fresh_schema, settings, target, replace=replace)
-    stats = await run_projector(
-        settings,
-        schema=target,
-        until=until,
-        drain=True,
-        notify=False,
-        fast=fast,
-        on_progress=on_progress,
-    )
-    result = ReplayResult(target, stats)
+    mode = "bulk" if bulk else "transactional"
+    stats: ProjectorStats | None = None
+    if bulk:
+        try:
+            stats = await run_projector(
+                settings,
+                schema=target,
+                until=until,
+                drain=True,
+                notify=False,
+                fast=fast,
+                bulk=True,
+                batch_max=BULK_BATCH,
+                on_progress=on_progress,
+            )
+        except (BulkUnsupported, psycopg.errors.IntegrityError, psycopg.errors.DataError) as e:
+            log.warning("bulk replay not possible (%s); replaying transactionally", e)
+            await asyncio.to_thread(prepare_fresh_schema, settings, target, replace=True)
+            mode = "transactional (bulk fell back)"
+    if stats is None:
+        with connect(settings.database_url, target) as conn:
+            conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(BULK_MARKER)))
+        stats = await run_projector(
+            settings,
+            schema=target,
+            until=until,
+            drain=True,
+            notify=False,
+            fast=fast,
+            on_progress=on_progress,
+        )
+    result = ReplayResult(target, stats, mode=mode)
     if swap:
         result.swapped_out = await asyncio.to_thread(swap_in, settings, target)
         result.schema = settings.db_schema

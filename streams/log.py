@@ -48,12 +48,16 @@ class EventReader:
     def __init__(self, settings: Settings, *, from_end: bool = False) -> None:
         self.topic = settings.topic(EVENTS.name)
         self.from_end = from_end
-        # Subscribing without a group assigns every partition of the topic.
+        # Subscribing without a group assigns every partition of the topic. Without a group,
+        # aiokafka may apply its reset policy after our seek_to_beginning (it resets the
+        # "committed" offsets asynchronously after assignment), so the policy must match the
+        # seek or a from-the-start reader silently starts at the end.
         self.consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=settings.kafka_bootstrap,
             enable_auto_commit=False,
             group_id=None,
+            auto_offset_reset="latest" if from_end else "earliest",
         )
         self.tps: list[TopicPartition] = []
         self.end: dict[TopicPartition, int] = {}

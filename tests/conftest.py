@@ -29,6 +29,23 @@ async def kafka_prefix(base_settings: Settings) -> AsyncIterator[str]:
     prefix = unique_name("t") + "."
     await ensure_topics(base_settings.kafka_bootstrap, prefix)
     yield prefix
+    await delete_topics_with_prefix(base_settings.kafka_bootstrap, prefix)
+
+
+async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
+    """Best-effort clean-up, so a long session does not pile partitions onto the broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    except Exception as e:  # a leftover topic must not fail the test that used it
+        print(f"could not delete topics {prefix}*: {e!r}")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

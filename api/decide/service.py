@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -47,6 +47,79 @@ from contracts.tiers import derive_tier
 
 log = logging.getLogger("provenroute.decide")
 decision_log = logging.getLogger("provenroute.decide.decisions")
+"""One JSON object per decision, at INFO. Give it a `JsonLinesHandler` (as `provenroute
+serve` does) and the line skips the logging machinery: no LogRecord, no per-line flush."""
+
+
+class JsonLinesHandler(logging.Handler):
+    """Writes each message as one line to a binary stream, buffered: a batch is flushed
+    when it reaches `max_bytes` or `interval_s` after its first line (on the running event
+    loop; at once when there is none), and on close.
+
+    `DecideService` hands it ready-made JSON bytes through `write_line`, bypassing
+    `Logger.info` (which costs a LogRecord, a caller lookup and a flush per line); records
+    from elsewhere still arrive through `emit`.
+    """
+
+    def __init__(
+        self, stream: IO[bytes], *, interval_s: float = 0.05, max_bytes: int = 64 * 1024
+    ) -> None:
+        super().__init__()
+        self.stream = stream
+        self.interval_s = interval_s
+        self.max_bytes = max_bytes
+        self._lines: list[bytes] = []
+        self._size = 0
+
+    def write_line(self, line: bytes) -> None:
+        lines = self._lines
+        if not lines:
+            try:
+                asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+            except RuntimeError:  # no loop: write through
+                lines.append(line)
+                self.flush()
+                return
+        lines.append(line)
+        self._size += len(line) + 1
+        if self._size >= self.max_bytes:
+            self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write_line(self.format(record).encode())
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = b"\n".join(self._lines) + b"\n"
+        self._lines = []
+        self._size = 0
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except (OSError, ValueError):  # closed or broken stream: drop, never raise
+            pass
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+def _direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
+    """The logger's `JsonLinesHandler`, when it is the only place a record would go."""
+    handlers = logger.handlers
+    if len(handlers) == 1 and not logger.propagate and not logger.filters:
+        handler = handlers[0]
+        if (
+            type(handler) is JsonLinesHandler
+            and handler.level <= logging.INFO
+            and not handler.filters
+        ):
+            return handler
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +153,15 @@ class DecideService:
         self.emitter = emitter
         self.metrics = metrics
         self.clock = clock
+        # Label children resolved once: `labels()` costs a lock and a dict build per call.
+        self._cache_hit = metrics.classification_cache.labels("hit")
+        self._cache_miss = metrics.classification_cache.labels("miss")
+        self._latency = {
+            True: metrics.decide_latency.labels("decision"),
+            False: metrics.decide_latency.labels("null"),
+        }
+        self._decided: dict[tuple[str, str, bool], Any] = {}
+        self._nulls: dict[str, Any] = {}
 
     def classifier(self) -> ResolvedClassifier:
         live = self.live
@@ -150,10 +232,10 @@ class DecideService:
         record = sessions.get(conversation_id)
         classification = cached_classification(record, resolved.model, digest)
         if classification is not None:
-            self.metrics.classification_cache.labels("hit").inc()
+            self._cache_hit.inc()
             answer["classificationCached"] = True
         else:
-            self.metrics.classification_cache.labels("miss").inc()
+            self._cache_miss.inc()
             classification = await self._classify(
                 answer, resolved.model, rendered, messages, deadline
             )
@@ -175,7 +257,7 @@ class DecideService:
             remember_classification(record, resolved.model, digest, classification),
             next_session_state(incumbent, decision, classification),
         )
-        if updated != (record or SessionRecord()):
+        if updated is not record and updated != (record or SessionRecord()):
             sessions.put(conversation_id, updated)
         return classification.fallback
 
@@ -217,14 +299,20 @@ class DecideService:
     def _account(
         self, answer: dict[str, Any], elapsed: float, fallback: bool, hints: dict[str, Any] | None
     ) -> None:
-        m = self.metrics
         reason = answer["nullReason"]
         if reason is None:
-            m.decisions.labels(answer["tier"], answer["model"], str(answer["sticky"]).lower()).inc()
-            m.decide_latency.labels("decision").observe(elapsed)
+            key = (answer["tier"], answer["model"], answer["sticky"])
+            counter = self._decided.get(key)
+            if counter is None:
+                counter = self._decided[key] = self.metrics.decisions.labels(
+                    key[0], key[1], str(key[2]).lower()
+                )
         else:
-            m.null_decisions.labels(reason).inc()
-            m.decide_latency.labels("null").observe(elapsed)
+            counter = self._nulls.get(reason)
+            if counter is None:
+                counter = self._nulls[reason] = self.metrics.null_decisions.labels(reason)
+        counter.inc()
+        self._latency[reason is None].observe(elapsed)
         occurred_at = self.clock()
         conversation_id = answer["conversationId"]
         self.emitter.enqueue(
@@ -234,29 +322,32 @@ class DecideService:
             lambda: _decision_event(answer, fallback, occurred_at),
         )
         if decision_log.isEnabledFor(logging.INFO):
-            decision_log.info(
-                orjson.dumps(
-                    {
-                        "event": "decision",
-                        "at": occurred_at,
-                        "decision_id": answer["decisionId"],
-                        "conversation_id": conversation_id,
-                        "model": answer["model"],
-                        "reasoning_effort": answer["reasoningEffort"],
-                        "tier": answer["tier"],
-                        "sticky": answer["sticky"],
-                        "null_reason": reason,
-                        "classifier_model": answer["classifierModel"],
-                        "classifier_source": answer["classifierSource"],
-                        "classifier_cost_usd": answer["classifierCostUsd"],
-                        "classification_cached": answer["classificationCached"],
-                        "classification_fallback": fallback,
-                        "table_version": answer["tableVersion"],
-                        "latency_ms": answer["latencyMs"],
-                        "hints": hints,
-                    }
-                ).decode()
+            line = orjson.dumps(
+                {
+                    "event": "decision",
+                    "at": occurred_at,
+                    "decision_id": answer["decisionId"],
+                    "conversation_id": conversation_id,
+                    "model": answer["model"],
+                    "reasoning_effort": answer["reasoningEffort"],
+                    "tier": answer["tier"],
+                    "sticky": answer["sticky"],
+                    "null_reason": reason,
+                    "classifier_model": answer["classifierModel"],
+                    "classifier_source": answer["classifierSource"],
+                    "classifier_cost_usd": answer["classifierCostUsd"],
+                    "classification_cached": answer["classificationCached"],
+                    "classification_fallback": fallback,
+                    "table_version": answer["tableVersion"],
+                    "latency_ms": answer["latencyMs"],
+                    "hints": hints,
+                }
             )
+            direct = _direct_handler(decision_log)
+            if direct is not None:
+                direct.write_line(line)
+            else:
+                decision_log.info(line.decode())
 
 
 def _decision_event(answer: dict[str, Any], fallback: bool, occurred_at: str) -> bytes:

@@ -81,6 +81,14 @@ def remember_classification(
     record = record or SessionRecord()
     if classification.fallback:
         return record
+    if record.classifications:
+        newest = record.classifications[0]
+        if (
+            newest.content_hash == digest
+            and newest.classifier_model == classifier_model
+            and (newest.classification is classification or newest.classification == classification)
+        ):
+            return record  # a cache hit: already first, nothing to rewrite
     entry = CachedClassification(
         classifier_model=classifier_model, content_hash=digest, classification=classification
     )

@@ -113,7 +113,7 @@ async def static(name: str) -> FileResponse:
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, next: str | None = None) -> HTMLResponse:
-    return render(request, "login.html", {"next": auth.safe_next(next), "error": None})
+    return render(request, "login.html", {"next": auth.safe_next(next), "login_error": None})
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -128,7 +128,7 @@ async def login(
         return render(
             request,
             "login.html",
-            {"next": auth.safe_next(next), "error": "That is not the admin token."},
+            {"next": auth.safe_next(next), "login_error": "That is not the admin token."},
             code=status.HTTP_401_UNAUTHORIZED,
         )
     response = see_other(auth.safe_next(next))

@@ -114,18 +114,44 @@
       remove.addEventListener("click", () => {
         row.querySelector("input").value = "";
         row.hidden = true;
-        add.hidden = false;
         add.focus();
       });
       if (blank(row)) { spare += 1; if (spare > 1) row.hidden = true; }
     });
-    add.hidden = !rows.some((r) => r.hidden);
+    add.hidden = false;
     add.addEventListener("click", () => {
-      const next = rows.find((r) => r.hidden);
-      if (!next) return;
+      let next = rows.find((r) => r.hidden);
+      if (!next) {
+        // Every row is in use: clone the last one with the next index.
+        const last = rows[rows.length - 1];
+        const i = rows.length;
+        next = last.cloneNode(true);
+        next.querySelectorAll("[id], [name], [for], [aria-describedby]").forEach((el) => {
+          for (const attr of ["id", "name", "for", "aria-describedby"]) {
+            const v = el.getAttribute(attr);
+            if (v) el.setAttribute(attr, v.replace(/_\d+/g, `_${i}`));
+          }
+        });
+        next.querySelectorAll("label").forEach((l) => {
+          l.textContent = l.textContent.replace(/\d+$/, String(i + 1));
+        });
+        next.querySelectorAll(".field-error, .client-hint").forEach((e) => {
+          e.textContent = ""; e.hidden = e.classList.contains("field-error");
+        });
+        next.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
+        next.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
+        const input = next.querySelector("input");
+        input.value = "";
+        const remove = next.querySelector(".remove-row");
+        remove.setAttribute("aria-label", `Remove decider model ${i + 1}`);
+        remove.addEventListener("click", () => {
+          input.value = ""; next.hidden = true; add.focus();
+        });
+        last.parentElement.appendChild(next);
+        rows.push(next);
+      }
       next.hidden = false;
       next.querySelector("input").focus();
-      add.hidden = !rows.some((r) => r.hidden);
     });
     // On a server rejection, focus the first invalid field.
     const invalid = form.querySelector("[aria-invalid='true']");
