@@ -29,13 +29,13 @@ services-down: ## stop the services services-up started (data is kept)
 services-status: install ## show whether each service answers
 	$(PY) -m api.cli services status
 
--include mk/image.mk
+include mk/image.mk
 
 test-unit: install ## pure unit tests only (no services)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test: services-up ## install, start the services, run the whole suite
-	@if grep -q '^image:' mk/image.mk 2>/dev/null; then $(MAKE) --no-print-directory image; fi
+test: services-up ## install, start the services, build the job image, run the whole suite
+	$(MAKE) --no-print-directory image
 	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy
@@ -44,7 +44,7 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/mypy contracts streams projections api datasets container
 
 demo: services-up ## set up everything and run the main job end to end
-	@if grep -q '^image:' mk/image.mk 2>/dev/null; then $(MAKE) --no-print-directory image; fi
+	$(MAKE) --no-print-directory image
 	$(PY) -m api.cli demo
 
 clean-state: services-down ## stop services and delete all local state (.state/)
