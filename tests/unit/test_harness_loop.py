@@ -336,3 +336,16 @@ def test_redact_ignores_tiny_values_and_prefers_longest() -> None:
     assert redact("abc sk-1234 sk-12345", ["sk-12345", "sk-1234", "a"]) == (
         "abc [REDACTED] [REDACTED]"
     )
+
+
+async def test_a_model_call_timing_out_is_a_timed_out_case_not_a_failed_job() -> None:
+    from api.provider.errors import ProviderTimeout
+
+    provider = ScriptedProvider(
+        [tools(("list_dir", {"path": "."})), ProviderTimeout("hung", model="sim/correct")]
+    )
+    result, _ = await run(provider, call_timeout_s=5.0)
+    assert result.timed_out and result.stop_reason == "timeout"
+    assert result.answer == ""
+    assert result.attempts == 1  # a hang is not an empty answer: no retry
+    assert all(r["timeout_s"] <= 5.0 for r in provider.requests)  # each call is capped
