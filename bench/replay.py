@@ -70,9 +70,12 @@ async def replay_only(prefix: str, schema: str) -> None:
     s = result.stats
     print(
         f"replayed {s.events_applied:,} events into {schema} in {s.elapsed_s:.1f}s: "
-        f"{s.events_per_s:,.0f} events/s ({s.batches} batches, {s.failed} failed)"
+        f"{s.events_per_s:,.0f} events/s ({s.batches} batches, {s.failed} failed, {result.mode})"
     )
-    print(f"replay process peak RSS {peak_rss_mb():.0f} MB")
+    print(
+        f"replay peak RSS: main process {peak_rss_mb():.0f} MB, largest loader process "
+        f"{peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB"
+    )
 
 
 async def main() -> None:

@@ -87,9 +87,12 @@ def reject(
     *,
     now: str,
     raw_excerpt: str | None = None,
+    id_basis: str | None = None,
 ) -> CommandRejected:
+    """`id_basis` (e.g. the message's partition and offset) tells apart two identical
+    garbage messages, which carry no command id of their own."""
     return CommandRejected(
-        event_id=derive_id("CommandRejected", command_id or reason, raw_excerpt or ""),
+        event_id=derive_id("CommandRejected", id_basis or command_id or reason, raw_excerpt or ""),
         occurred_at=now,
         correlation_id=command_id,
         command_type=command_type,

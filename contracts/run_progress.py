@@ -29,7 +29,7 @@ from contracts.events import (
 from contracts.ids import derive_id
 from contracts.results import CaseOutcome, ModelSummary
 from contracts.routing_builder import PublishSkipped, build_routing_table
-from contracts.summaries import summarize
+from contracts.summaries import dedupe_outcomes, summarize
 from contracts.taxonomy import ReasoningEffort
 from contracts.winner import (
     classifier_stats_from_outcomes,
@@ -98,9 +98,14 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
         return p.model_copy(update={"expected": event.expected_results})
     if isinstance(event, CaseGraded):
         key = result_key(event.model, event.case_id, event.rep)
-        if key in p.outcomes:
-            return p
         outcome = event.to_outcome()
+        current = p.outcomes.get(key)
+        if current is not None:
+            # A re-executed case (same derived id, other measurements): keep the survivor
+            # summaries would pick, by a fixed order, never by arrival order.
+            outcome = dedupe_outcomes([current, outcome])[0]
+            if outcome == current:
+                return p
         return p.model_copy(update={"outcomes": {**p.outcomes, key: outcome}})
     if isinstance(event, CaseJobDeadLettered):
         new = {result_key(event.model, c, event.rep): event.job_id for c in event.case_ids}
@@ -121,8 +126,10 @@ def is_complete(p: RunProgress) -> bool:
 
 
 def run_summaries(p: RunProgress) -> list[ModelSummary]:
+    """Measured summaries, plus carried ones of models this run did not measure."""
     measured = summarize(p.outcomes.values())
-    carried = [s for group in p.carried.values() for s in group]
+    seen = {s.model for s in measured}
+    carried = [s for m, group in p.carried.items() if m not in seen for s in group]
     return measured + carried
 
 
@@ -168,10 +175,11 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
         stats = [
             s for s in classifier_stats_from_outcomes(p.outcomes.values()) if s.model in wanted
         ]
+        measured = {s.model for s in stats}
         stats += [
             s
             for s in classifier_stats_from_summaries(
-                [x for group in p.carried.values() for x in group]
+                [x for m, group in p.carried.items() if m not in measured for x in group]
             )
             if s.model in wanted
         ]
@@ -200,8 +208,41 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
             run_id=p.run_id,
             kind=p.kind,
             graded=p.graded,
-            ungraded=p.expected - p.graded,
-            expected=p.expected,
+            ungraded=max(p.expected - p.graded, 0),
+            expected=p.graded + max(p.expected - p.graded, 0),
+        )
+    )
+    return events
+
+
+def completion_failed(p: RunProgress, error: Exception, *, now: str) -> list[EventBase]:
+    """Closes a run whose completion could not be computed, saying why (decider runs name it
+    in a publish skip; the previous table stays live)."""
+    assert p.kind is not None
+    expected = p.graded + max((p.expected or 0) - p.graded, 0)
+    reason = f"completion failed: {type(error).__name__}: {error}"[:1000]
+    events: list[EventBase] = []
+    if p.kind == "decider":
+        events.append(
+            RoutingTablePublishSkipped(
+                event_id=derive_id("RoutingTablePublishSkipped", p.run_id),
+                occurred_at=now,
+                correlation_id=p.correlation_id,
+                run_id=p.run_id,
+                empty_tiers=(),
+                reason=reason,
+            )
+        )
+    events.append(
+        RunCompleted(
+            event_id=derive_id("RunCompleted", p.run_id),
+            occurred_at=now,
+            correlation_id=p.correlation_id,
+            run_id=p.run_id,
+            kind=p.kind,
+            graded=p.graded,
+            ungraded=expected - p.graded,
+            expected=expected,
         )
     )
     return events
@@ -210,9 +251,13 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
 def measured_records(p: RunProgress) -> list[ModelRecord]:
     """The run's measured (not carried) summaries per model, for carrying into later runs."""
     assert p.kind is not None
+    # A model that lost cases to dead-lettered jobs was only partly measured: carrying it
+    # would freeze the gap into every later run, so it is re-run next time instead.
+    lost = {k.split("\x1f", 1)[0] for k in p.dead.keys() - p.outcomes.keys()}
     by_model: dict[str, list[ModelSummary]] = {}
     for s in summarize(p.outcomes.values()):
-        by_model.setdefault(s.model, []).append(s)
+        if s.model not in lost:
+            by_model.setdefault(s.model, []).append(s)
     return [
         ModelRecord(
             kind=p.kind,

@@ -8,6 +8,7 @@ ignored (its offset still advances). Timestamps stay ISO strings; PostgreSQL par
 from __future__ import annotations
 
 from collections.abc import Callable
+from sys import intern as _intern
 from typing import Any, Final
 
 from contracts.config import BenchmarkConfig
@@ -366,7 +367,9 @@ def _fast_graded(d: dict[str, Any]) -> list[Row]:
         if c is not None
         else (None,) * 9
     )
-    run_id, model, case_id, rep = d["run_id"], d["model"], d["case_id"], d["rep"]
+    # Interned: a replay keeps every case result's key, and these repeat across events.
+    run_id, model, case_id = _intern(d["run_id"]), _intern(d["model"]), _intern(d["case_id"])
+    rep = d["rep"]
     rows: list[Row] = [
         (
             "case_results",

@@ -45,6 +45,7 @@ from projections.migrate import amigrate
 from projections.writer import (
     BULK_MARKER,
     BulkLoader,
+    Deferred,
     group_rows,
     setup_temp_tables,
     write_rows,
@@ -84,6 +85,10 @@ class ProjectorStats:
     reconnects: int = 0
     diverged: int = 0
     """Batches dropped because the stored offsets moved under the projector."""
+    workers: int = 1
+    """Processes that loaded (a parallel bulk replay)."""
+    to_drain: int | None = None
+    """Draining: messages between the start positions and the end offsets seen at start."""
     started: float = field(default_factory=time.monotonic)
     elapsed_s: float = 0.0
     positions: dict[str, dict[int, int]] = field(default_factory=dict)
@@ -122,6 +127,15 @@ class _Diverged(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class BulkShard:
+    """One process's part of a parallel bulk replay."""
+
+    partitions: tuple[tuple[str, int], ...]
+    deferred: list[Deferred]
+    """The constraints the opener dropped (foreign keys to check in memory)."""
+
+
 class ProjectorRefused(RuntimeError):
     """The target schema must not be projected into (an unfinished bulk replay)."""
 
@@ -138,6 +152,7 @@ class Projector:
         migrate: bool = True,
         fast: bool = False,
         bulk: bool = False,
+        shard: BulkShard | None = None,
         batch_max: int = 5000,
         topics: tuple[str, ...] = (EVENTS.name, DECISIONS.name),
         before_commit: BeforeCommit | None = None,
@@ -154,6 +169,10 @@ class Projector:
         self.bulk = bulk
         """Load a fresh schema prepared by `replay` with COPY and constraints off (see
         `projections.writer.BulkLoader`); needs `drain`."""
+        self.shard = shard
+        """Bulk: load only these partitions, beside other processes (see `replay`)."""
+        self.bulk_errors: list[tuple[str, int, int, str | None, str, str | None]] = []
+        """A shard's projection_errors rows (the opener writes them)."""
         self.batch_max = batch_max
         self.topics = tuple(settings.topic(t) for t in topics)
         self.before_commit = before_commit
@@ -248,6 +267,9 @@ class Projector:
                 log.warning("topic %s does not exist; not projecting it", topic)
                 continue
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        if self.shard is not None:
+            mine = set(self.shard.partitions)
+            tps = [tp for tp in tps if (tp.topic, tp.partition) in mine]
         consumer.assign(tps)
         return tps
 
@@ -269,6 +291,7 @@ class Projector:
             self.total_to_drain = sum(
                 max(0, self.end.get(tp, 0) - self.positions[tp]) for tp in tps
             )
+            self.stats.to_drain = self.total_to_drain
 
     def _finished(self, tps: list[TopicPartition], positions: dict[TopicPartition, int]) -> bool:
         if not self.drain:
@@ -360,17 +383,23 @@ class Projector:
         if not self.drain:
             raise ValueError("bulk loading drains the log: pass drain=True")
         loader = BulkLoader(self.settings.database_url, self.schema)
-        claims = await asyncio.to_thread(loader.open)
+        if self.shard is not None:
+            claims = await asyncio.to_thread(loader.attach, self.shard.deferred)
+        else:
+            claims = await asyncio.to_thread(loader.open)
         self.positions = {tp: 0 for tp in tps}
         self.folded = dict(self.positions)
         for tp in tps:
             await consumer.seek_to_beginning(tp)
         self.total_to_drain = sum(self.end.get(tp, 0) for tp in tps)
+        self.stats.to_drain = self.total_to_drain
         errors: list[tuple[str, int, int, str | None, str, str | None]] = []
         pending: asyncio.Future[None] | None = None
         done: list[Batch] = []
-        # The load keeps no garbage cycles; the collector's passes over a million young
-        # tuples per batch cost more than the whole COPY.
+        # The claimed keys pile up (a million tuples): automatic collections would sweep
+        # them again and again (as much CPU as the whole load); even one young-generation
+        # pass per batch costs a third of it. The load makes little cyclic garbage (aiokafka
+        # futures): collect it once, at the end.
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
@@ -407,7 +436,11 @@ class Projector:
             offsets = sorted(
                 (tp.topic, tp.partition, off) for tp, off in self.folded.items() if off > 0
             )
-            await asyncio.to_thread(loader.finish, offsets, errors)
+            if self.shard is not None:
+                await asyncio.to_thread(loader.commit_rows)
+                self.bulk_errors = errors
+            else:
+                await asyncio.to_thread(loader.finish, offsets, errors)
             self.positions = dict(self.folded)
         finally:
             if pending is not None and not pending.done():
@@ -416,6 +449,7 @@ class Projector:
             await asyncio.to_thread(loader.close)
             if gc_was_on:
                 gc.enable()
+            gc.collect()
 
     def _bulk_progress(self, batch: Batch) -> None:
         self.stats.batches += 1

@@ -280,7 +280,7 @@ def compare_schemas(
 ) -> dict[str, tuple[int, int]]:
     """Per table, (rows only in a, rows only in b) — multiset difference; empty when equal."""
     out: dict[str, tuple[int, int]] = {}
-    for t in (*tables, BOOKKEEPING_TABLES[0]):  # projection_offsets: same log, same offsets
+    for t in (*tables, *BOOKKEEPING_TABLES):  # same log, same offsets and same errors
         qa = sql.Identifier(a, t)
         qb = sql.Identifier(b, t)
         only_a = conn.execute(

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
@@ -31,14 +33,17 @@ from projections.migrate import migrate
 from projections.projector import (
     CHANNEL_CLASSIFIER_WINNER,
     CHANNEL_ROUTING_TABLE,
+    BulkShard,
+    Projector,
     ProjectorStats,
     run_projector,
 )
-from projections.writer import BULK_MARKER, BulkUnsupported
+from projections.writer import BULK_MARKER, BulkLoader, BulkUnsupported
+from streams.topics import DECISIONS, EVENTS
 
 log = logging.getLogger("provenroute.replay")
 
-BULK_BATCH = 20_000
+BULK_BATCH = 10_000
 """Records per `getmany` in a bulk replay (the live projector's batches are smaller)."""
 
 
@@ -94,6 +99,7 @@ async def replay(
     replace: bool = False,
     fast: bool = True,
     bulk: bool = True,
+    workers: int | None = None,
     on_progress: Callable[[ProjectorStats], None] | None = None,
 ) -> ReplayResult:
     """Rebuild all projections from offset 0 into `schema` (default `<live>_replay_<stamp>`)."""
@@ -103,18 +109,10 @@ async def replay(
     stats: ProjectorStats | None = None
     if bulk:
         try:
-            stats = await run_projector(
-                settings,
-                schema=target,
-                until=until,
-                drain=True,
-                notify=False,
-                fast=fast,
-                bulk=True,
-                batch_max=BULK_BATCH,
-                on_progress=on_progress,
+            stats = await bulk_replay(
+                settings, target, until=until, fast=fast, workers=workers, on_progress=on_progress
             )
-        except (BulkUnsupported, psycopg.errors.IntegrityError, psycopg.errors.DataError) as e:
+        except FALLBACK as e:
             log.warning("bulk replay not possible (%s); replaying transactionally", e)
             await asyncio.to_thread(prepare_fresh_schema, settings, target, replace=True)
             mode = "transactional (bulk fell back)"
@@ -131,10 +129,190 @@ async def replay(
             on_progress=on_progress,
         )
     result = ReplayResult(target, stats, mode=mode)
+    if mode == "bulk" and stats.workers > 1:
+        result.mode = f"bulk, {stats.workers} loader processes"
     if swap:
         result.swapped_out = await asyncio.to_thread(swap_in, settings, target)
         result.schema = settings.db_schema
     return result
+
+
+FALLBACK = (BulkUnsupported, psycopg.errors.IntegrityError, psycopg.errors.DataError)
+"""What makes a bulk replay give way to the transactional path."""
+
+PARALLEL_MIN = 200_000
+"""Messages from which a bulk replay splits the partitions over BULK_WORKERS processes."""
+BULK_WORKERS = 2
+
+
+async def bulk_replay(
+    settings: Settings,
+    schema: str,
+    *,
+    until: str | None = None,
+    fast: bool = True,
+    workers: int | None = None,
+    on_progress: Callable[[ProjectorStats], None] | None = None,
+) -> ProjectorStats:
+    """Bulk-load `schema` (prepared by `prepare_fresh_schema`); raises one of FALLBACK when
+    only the transactional path gives the live result.
+
+    A large log is split by partition over `workers` processes (default: BULK_WORKERS when
+    the log holds PARALLEL_MIN messages or more), each decoding, claiming and COPYing its
+    partitions on its own connection; this process then restores the constraints, which
+    also checks what the split assumes: a natural key lives in one partition (the event
+    key is the run id) and a foreign key points within it (else a key or foreign key fails
+    and the replay falls back).
+    """
+    sizes = await _partition_sizes(settings)
+    n = workers if workers is not None else BULK_WORKERS
+    if workers is None and sum(sizes.values()) < PARALLEL_MIN:
+        n = 1
+    if n <= 1:
+        return await run_projector(
+            settings,
+            schema=schema,
+            until=until,
+            drain=True,
+            notify=False,
+            fast=fast,
+            bulk=True,
+            batch_max=BULK_BATCH,
+            on_progress=on_progress,
+        )
+    import multiprocessing
+    import time
+
+    started = time.monotonic()
+    loader = BulkLoader(settings.database_url, schema)
+    try:
+        await asyncio.to_thread(loader.open, shared=True)
+        shares: list[list[tuple[str, int]]] = [[] for _ in range(n)]
+        loads = [0] * n
+        for tp, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+            i = loads.index(min(loads))
+            shares[i].append(tp)
+            loads[i] += size
+        ctx = multiprocessing.get_context("spawn")
+        results = ctx.Queue()
+        counters = [ctx.Value("q", 0) for _ in range(n)]
+        procs = [
+            ctx.Process(
+                target=_shard_main,
+                args=(
+                    settings,
+                    schema,
+                    until,
+                    fast,
+                    BulkShard(tuple(share), loader.deferred),
+                    counters[i],
+                    results,
+                ),
+                name=f"provenroute-replay-{i}",
+                daemon=True,
+            )
+            for i, share in enumerate(shares)
+        ]
+        for proc in procs:
+            proc.start()
+        outcomes: list[tuple[Any, ...]] = []
+        progress = ProjectorStats(started=started, to_drain=sum(sizes.values()))
+        try:
+            while len(outcomes) < n:
+                try:
+                    outcomes.append(await asyncio.to_thread(results.get, True, 0.25))
+                except queue.Empty:
+                    if any(p.exitcode not in (None, 0) for p in procs):
+                        raise ReplayError("a replay process died") from None
+                if on_progress is not None:
+                    progress.events_applied = sum(c.value for c in counters)
+                    progress.elapsed_s = time.monotonic() - started
+                    on_progress(progress)
+                failed = [o for o in outcomes if o[0] != "ok"]
+                if failed:
+                    kind, reason = failed[0]
+                    if kind == "fallback":
+                        raise BulkUnsupported(reason)
+                    raise ReplayError(f"a replay process failed: {reason}")
+        finally:
+            for proc in procs:
+                if proc.is_alive() and len(outcomes) < n:
+                    proc.kill()
+                await asyncio.to_thread(proc.join, 10)
+        stats = ProjectorStats(started=started, to_drain=progress.to_drain, workers=n)
+        errors: list[tuple[str, int, int, str | None, str, str | None]] = []
+        offsets: list[tuple[str, int, int]] = []
+        for _ok, shard_stats, shard_errors, folded in outcomes:
+            for name in ("events_applied", "ignored", "failed", "skipped_below_offset", "batches"):
+                setattr(stats, name, getattr(stats, name) + getattr(shard_stats, name))
+            errors += shard_errors
+            offsets += [(t, p, off) for (t, p), off in folded.items() if off > 0]
+            for (t, p), off in folded.items():
+                stats.positions.setdefault(t, {})[p] = off
+        await asyncio.to_thread(loader.finish, sorted(offsets), sorted(errors, key=repr))
+        stats.elapsed_s = time.monotonic() - started
+        return stats
+    finally:
+        await asyncio.to_thread(loader.close)
+
+
+def _shard_main(
+    settings: Settings,
+    schema: str,
+    until: str | None,
+    fast: bool,
+    shard: BulkShard,
+    counter: Any,
+    results: Any,
+) -> None:
+    """A replay process: bulk-load the shard's partitions, report (kind, ...) on `results`."""
+
+    def progress(stats: ProjectorStats) -> None:
+        counter.value = stats.events_applied + stats.ignored + stats.failed
+
+    try:
+        projector = Projector(
+            settings,
+            schema,
+            until=until,
+            drain=True,
+            notify=False,
+            migrate=False,
+            fast=fast,
+            bulk=True,
+            shard=shard,
+            batch_max=BULK_BATCH,
+            on_progress=progress,
+        )
+        stats = asyncio.run(projector.run())
+        folded = {(tp.topic, tp.partition): off for tp, off in projector.folded.items()}
+        results.put(("ok", stats, projector.bulk_errors, folded))
+    except FALLBACK as e:
+        results.put(("fallback", f"{type(e).__name__}: {e}"))
+    except BaseException as e:  # reported to the parent, which raises
+        results.put(("error", f"{type(e).__name__}: {e}"))
+
+
+async def _partition_sizes(settings: Settings) -> dict[tuple[str, int], int]:
+    """Messages per partition of the projected topics (end minus beginning offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (settings.topic(EVENTS.name), settings.topic(DECISIONS.name))
+            for p in sorted(cluster.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return {}
+        end = await consumer.end_offsets(tps)
+        begin = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): end[tp] - begin[tp] for tp in tps}
 
 
 def swap_in(settings: Settings, new: str, now: datetime | None = None) -> str | None:

@@ -1,7 +1,12 @@
-"""Writes a batch of folded rows: COPY into per-connection temp tables, then one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING` per table, parents before children.
+"""Writes folded rows.
 
-The caller owns the transaction (rows and offsets commit together).
+Live path (`write_rows`): COPY into per-connection temp tables, then one `INSERT ... SELECT
+... ON CONFLICT DO NOTHING` per table, parents before children; the caller owns the
+transaction (rows and offsets commit together).
+
+Bulk path (`BulkClaims` + `BulkLoader`, replays into a fresh schema only): the same rules
+applied in memory, plain COPY into the final tables with their keys and indexes dropped,
+constraints re-created and validated at the end.
 """
 
 from __future__ import annotations
@@ -220,38 +225,47 @@ class BulkClaims:
     def claim(self, events: Iterable[list[Row]]) -> dict[str, list[tuple[Any, ...]]]:
         """The rows of `events` that the live projector would insert, by table."""
         out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in TABLES}
-        seen, fks, keys, parents = self.seen, self.fks, _KEY_GETTERS, _PARENT_OF
+        seen = self.seen
+        # One lookup per row: (key getter, seen keys | None for children, parent link,
+        # foreign keys to check, is a parent, destination list).
+        plans = {
+            t.name: (
+                _KEY_GETTERS[t.name],
+                seen.get(t.name),
+                _PARENT_OF.get(t.name),
+                tuple(self.fks.get(t.name, ())),
+                t.name in _PARENTS,
+                out[t.name],
+            )
+            for t in TABLES
+        }
         for rows in events:
-            claimed: dict[str, set[Any]] | None = None
-            local: set[tuple[str, Any]] | None = None
+            # (table, key) of the parent rows this event claimed, and of its children
+            claimed: set[tuple[str, Any]] | None = None
             for table, values in rows:
-                parent = parents.get(table)
-                key = keys[table](values)
-                if parent is not None:
-                    name, parent_key = parent
-                    if claimed is None or parent_key(values) not in claimed.get(name, ()):
+                key_of, keys, parent, fks, is_parent, dest = plans[table]
+                key = key_of(values)
+                if keys is not None:
+                    if key in keys:
                         continue
-                    # a child's key extends its parent's: only this event can repeat it
-                    if local is None:
-                        local = set()
-                    if (table, key) in local:
-                        continue
-                    local.add((table, key))
+                    keys.add(key)
                 else:
-                    s = seen[table]
-                    if key in s:
+                    assert parent is not None
+                    if claimed is None or (parent[0], parent[1](values)) not in claimed:
                         continue
-                    s.add(key)
-                for getter, ref in fks.get(table, ()):
+                    if (table, key) in claimed:
+                        continue  # a child's key extends its parent's: only this event has it
+                    claimed.add((table, key))
+                for getter, ref in fks:
                     if getter(values) not in seen[ref]:
                         raise BulkUnsupported(
                             f"{table} row {key!r} has no {ref} row before it (an orphan)"
                         )
-                if table in _PARENTS:
+                if is_parent:
                     if claimed is None:
-                        claimed = {}
-                    claimed.setdefault(table, set()).add(key)
-                out[table].append(values)
+                        claimed = set()
+                    claimed.add((table, key))
+                dest.append(values)
         return out
 
 
@@ -273,6 +287,8 @@ class BulkLoader:
         self.workers = workers
         self.deferred: list[Deferred] = []
         self.copied: dict[str, int] = {t.name: 0 for t in TABLES}
+        self.freeze = False
+        """COPY ... FREEZE: this loader truncated the tables in its load transaction."""
         self._conn: psycopg.Connection | None = None
 
     def _connect(self) -> psycopg.Connection:
@@ -283,8 +299,11 @@ class BulkLoader:
         conn.execute("set maintenance_work_mem = '256MB'")
         return conn
 
-    def open(self) -> BulkClaims:
-        """Check the schema is fresh, drop its keys and indexes, start the load transaction."""
+    def open(self, *, shared: bool = False) -> BulkClaims:
+        """Check the schema is fresh, drop its keys and indexes, start the load transaction.
+
+        `shared`: other processes will load (`attach`), this loader only `finish`es.
+        """
         conn = self._conn = self._connect()
         marker = conn.execute("select to_regclass(%s)", (BULK_MARKER,)).fetchone()
         if marker is None or marker[0] is None:
@@ -308,13 +327,29 @@ class BulkLoader:
                                 sql.Identifier(d.table), sql.Identifier(d.name)
                             )
                         )
+        if shared:
+            return claims
         conn.autocommit = False
         conn.execute(
             sql.SQL("truncate {}").format(
                 sql.SQL(", ").join(sql.Identifier(t.name) for t in TABLES)
             )
         )
+        self.freeze = True
         return claims
+
+    def attach(self, deferred: list[Deferred]) -> BulkClaims:
+        """Load beside other loaders into a schema another loader `open`ed (`shared`)."""
+        self.deferred = deferred
+        claims = BulkClaims(deferred)
+        self._conn = self._connect()
+        self._conn.autocommit = False
+        return claims
+
+    def commit_rows(self) -> None:
+        """An attached loader's end: its rows are in; the opener restores the constraints."""
+        assert self._conn is not None
+        self._conn.commit()
 
     def copy(self, grouped: dict[str, list[tuple[Any, ...]]]) -> None:
         """COPY one batch's claimed rows (inside the load transaction)."""
@@ -325,8 +360,10 @@ class BulkLoader:
                 if not rows:
                     continue
                 cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
-                stmt = sql.SQL("copy {} ({}) from stdin with (freeze)").format(
-                    sql.Identifier(spec.name), cols
+                stmt = sql.SQL("copy {} ({}) from stdin {}").format(
+                    sql.Identifier(spec.name),
+                    cols,
+                    sql.SQL("with (freeze)" if self.freeze else ""),
                 )
                 with cur.copy(stmt) as cp:
                     write = cp.write_row
@@ -343,8 +380,9 @@ class BulkLoader:
         drop the marker. Raises (psycopg.Error) if the rows break a key or a foreign key."""
         conn = self._conn
         assert conn is not None
-        conn.commit()
-        conn.autocommit = True
+        if not conn.autocommit:
+            conn.commit()
+            conn.autocommit = True
         self._restore()
         with conn.transaction():
             with conn.cursor() as cur:
@@ -363,7 +401,6 @@ class BulkLoader:
                     )
                 cur.execute(sql.SQL("drop table {}").format(sql.Identifier(BULK_MARKER)))
             conn.execute("set synchronous_commit = on")  # the final commit is durable
-        conn.execute("analyze")
 
     def _restore(self) -> None:
         from concurrent.futures import ThreadPoolExecutor

@@ -1,14 +1,14 @@
 """The Faust app: topics, tables and three thin agents around contracts' pure functions.
 
 - `commands`  -> decide_command -> events (+ case jobs)            (concurrency 1)
-- `case-jobs` -> batches of jobs run concurrently -> CaseGraded      (concurrency 1, batched)
+- `case-jobs` -> up to N jobs at once, acked in order -> CaseGraded  (concurrency 1 + tasks)
 - `events`    -> evolve_run per run -> completion events + publish  (concurrency 1)
 
 Faust acks a message whose handler raised, so no exception escapes an agent: failures become
 events, job retries or dead letters. faust-streaming 0.15.3 still commits past in-flight
 messages at concurrency > 1 (issue 606), so every agent runs at concurrency 1; job
-parallelism comes from taking a batch of jobs and acking it only after all of them finished
-(`Stream.take` acks a batch when the loop asks for the next one).
+parallelism comes from tasks the job agent starts and acks itself, in offset order, when
+each job is done (see `_jobs_agent`).
 
 The tables assume one worker process (all partitions local); see README.
 """
@@ -16,6 +16,9 @@ The tables assume one worker process (all partitions local); see README.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,6 +26,7 @@ from typing import Any, Protocol
 
 import faust
 import orjson
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from api.settings import Settings
 from contracts.admin import (
@@ -45,6 +49,7 @@ from contracts.jobs import MAX_JOB_ATTEMPTS, CaseJob
 from contracts.run_progress import (
     RunProgress,
     completion_events,
+    completion_failed,
     evolve_run,
     is_complete,
     measured_records,
@@ -53,6 +58,20 @@ from contracts.run_progress import (
 from streams import topics as specs
 
 log = logging.getLogger("provenroute.worker")
+
+
+class _IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
+    """Faust turns on producer idempotence only inside transactions; our events must not
+    duplicate on a producer retry either (acks=all + idempotence)."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+faust_aiokafka.Transport.Producer = _IdempotentProducer
+
+RESULT_SEP = "\x1e"
+"""Between a run id and a result key in the results table's keys."""
 
 RUN_EVENT_TYPES = frozenset(
     {
@@ -123,14 +142,29 @@ class Worker:
         self.admin = self.app.Table(
             "admin", default=None, schema=schema, partitions=specs.COMMANDS.partitions
         )
+        # Written from every run's partition: the key decides the partition, so recovery
+        # never finds two versions of one model's record.
         self.history = self.app.Table(
-            "history", default=None, schema=schema, partitions=specs.EVENTS.partitions
+            "history",
+            default=None,
+            schema=schema,
+            partitions=specs.EVENTS.partitions,
+            use_partitioner=True,
         )
+        # A run's header and each of its results are separate keys, so one CaseGraded
+        # writes one small changelog record instead of the whole run again.
         self.runs = self.app.Table(
             "runs", default=None, schema=schema, partitions=specs.EVENTS.partitions
         )
-        self.handled: set[str] = set()
+        self.results = self.app.Table(
+            "results", default=None, schema=schema, partitions=specs.EVENTS.partitions
+        )
+        self.decided = self.app.Table(
+            "decided", default=None, schema=schema, partitions=specs.COMMANDS.partitions
+        )
         self._progress: dict[str, RunProgress] = {}
+        self._run_limits: dict[str, asyncio.Semaphore] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.app.agent(self.commands, name="commands")(self._commands_agent)
         self.app.agent(self.case_jobs, name="case-jobs")(self._jobs_agent)
         self.app.agent(self.events, name="aggregator")(self._events_agent)
@@ -149,8 +183,16 @@ class Worker:
         cached = self._progress.get(run_id)
         if cached is not None:
             return cached
-        raw = self.runs.get(run_id)
-        return RunProgress.model_validate(raw) if raw else None
+        header = self.runs.get(run_id)
+        if not header:
+            return None
+        prefix = f"{run_id}{RESULT_SEP}"
+        outcomes = {
+            k.removeprefix(prefix): v for k, v in self.results.items() if k.startswith(prefix) and v
+        }
+        progress = RunProgress.model_validate({**header, "outcomes": outcomes})
+        self._progress[run_id] = progress
+        return progress
 
     async def send_event(self, event: EventBase) -> None:
         await self.events.send(key=event_key(event).encode(), value=encode_event(event))
@@ -159,10 +201,11 @@ class Worker:
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():
             raw: bytes = event.message.value or b""
+            where = f"{event.message.topic}:{event.message.partition}:{event.message.offset}"
             try:
                 command = decode_command(raw)
             except DecodeError as e:
-                await self._safe_reject(None, e.type_name, e.reason, raw)
+                await self._safe_reject(_command_id_of(raw), e.type_name, e.reason, raw, where)
                 continue
             try:
                 await self._handle_command(command)
@@ -173,11 +216,19 @@ class Worker:
                     command.type,
                     f"internal error: {type(e).__name__}: {e}",
                     raw,
+                    where,
                 )
 
     async def _handle_command(self, command: Command) -> None:
         now = self.clock()
-        if command.command_id in self.handled:
+        earlier = self.decided.get(command.command_id)
+        if earlier:
+            # A redelivery (or a reused id): send what was decided then, never decide again
+            # against state that has moved on. Event ids and job ids make repeats harmless.
+            await self._send_decision(
+                [decode_event(e.encode()) for e in earlier["events"]],
+                [CaseJob.model_validate_json(j) for j in earlier["jobs"]],
+            )
             return
         state = self.admin_state()
         outcome = decide_command(
@@ -190,21 +241,34 @@ class Worker:
         )
         for ev in outcome.events:
             state = evolve_admin(state, ev)
-        # The state is saved before the events go out; a crash in between re-decides the
-        # command on redelivery, and the derived event ids make the repeats harmless.
+        # The decision is saved before it goes out: a crash in between re-sends it on
+        # redelivery (see above) instead of deciding the command a second time.
+        self.decided[command.command_id] = {
+            "events": [encode_event(e).decode() for e in outcome.events],
+            "jobs": [j.model_dump_json() for j in outcome.jobs],
+        }
         self.admin[ADMIN_KEY] = state.model_dump(mode="json")
-        for ev in outcome.events:
+        await self._send_decision(list(outcome.events), list(outcome.jobs))
+
+    async def _send_decision(self, events: list[EventBase], jobs: list[CaseJob]) -> None:
+        for ev in events:
             await self.send_event(ev)
-        for job in outcome.jobs:
+        for job in jobs:
             await self.case_jobs.send(key=job.job_id.encode(), value=job.model_dump_json().encode())
-        self.handled.add(command.command_id)
 
     async def _safe_reject(
-        self, cid: str | None, ctype: str | None, reason: str, raw: bytes
+        self, cid: str | None, ctype: str | None, reason: str, raw: bytes, where: str
     ) -> None:
         try:
             await self.send_event(
-                reject(cid, ctype, reason[:500], now=self.clock(), raw_excerpt=raw_excerpt(raw))
+                reject(
+                    cid,
+                    ctype,
+                    reason[:500],
+                    now=self.clock(),
+                    raw_excerpt=raw_excerpt(raw),
+                    id_basis=where,
+                )
             )
             await self.commands_dlq.send(value=raw)
         except Exception:
@@ -212,19 +276,51 @@ class Worker:
 
     # ------------------------------------------------------------------ case jobs
     async def _jobs_agent(self, stream: Any) -> None:
-        slots = self.settings.worker_job_slots
-        async for batch in stream.take(slots, within=0.2):
-            jobs: list[CaseJob] = []
-            for raw in batch:
-                try:
-                    jobs.append(CaseJob.model_validate_json(raw))
-                except Exception as e:
-                    log.error("undecodable case job dead-lettered: %s", e)
-                    await self._dlq_raw(raw)
-            limits: dict[str, asyncio.Semaphore] = {}
-            for job in jobs:
-                limits.setdefault(job.run_id, asyncio.Semaphore(job.max_concurrency))
-            await asyncio.gather(*(self._run_job(job, limits[job.run_id]) for job in jobs))
+        """Up to `worker_job_slots` jobs run at once, each acked when it is done.
+
+        Acks are released in offset order per partition: faust-streaming 0.15.3 can commit
+        past an unacked message when acks arrive out of order (issue 606), so a job that
+        finishes early waits for the earlier ones before its ack, never before its work.
+        """
+        slots = asyncio.Semaphore(self.settings.worker_job_slots)
+        inflight: dict[tuple[str, int], collections.deque[list[Any]]] = {}
+        manual = stream.noack()
+        async for event in manual.events():
+            await slots.acquire()
+            tp = (event.message.topic, event.message.partition)
+            entry: list[Any] = [event, False]
+            inflight.setdefault(tp, collections.deque()).append(entry)
+            task = asyncio.create_task(self._job_task(event.message.value, slots))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._finished, manual, inflight[tp], entry))
+
+    def _finished(
+        self,
+        stream: Any,
+        queue: collections.deque[list[Any]],
+        entry: list[Any],
+        _task: asyncio.Future[Any],
+    ) -> None:
+        entry[1] = True
+        while queue and queue[0][1]:
+            event = queue.popleft()[0]
+            ack = asyncio.ensure_future(stream.ack(event))
+            self._tasks.add(ack)
+            ack.add_done_callback(self._tasks.discard)
+
+    async def _job_task(self, raw: bytes | None, slots: asyncio.Semaphore) -> None:
+        try:
+            try:
+                job = CaseJob.model_validate_json(raw or b"")
+            except Exception as e:
+                log.error("undecodable case job dead-lettered: %s", e)
+                await self._dlq_raw(raw or b"")
+                return
+            limit = self._run_limits.setdefault(job.run_id, asyncio.Semaphore(job.max_concurrency))
+            await self._run_job(job, limit)
+        finally:
+            slots.release()
 
     async def _dlq_raw(self, raw: bytes) -> None:
         try:
@@ -235,7 +331,10 @@ class Worker:
     async def _run_job(self, job: CaseJob, limit: asyncio.Semaphore) -> None:
         async with limit:
             try:
-                done = self._done_keys(job)
+                progress = self.run_progress(job.run_id)
+                if progress is not None and progress.completed:
+                    return  # a late duplicate of a finished run's job
+                done = set(progress.outcomes) if progress else set()
                 if all(result_key(job.model, c, job.rep) in done for c in job.case_ids):
                     return  # a redelivered job whose results are all in
                 await self.executor.execute(
@@ -245,10 +344,6 @@ class Worker:
                 )
             except Exception as e:
                 await self._job_failed(job, e)
-
-    def _done_keys(self, job: CaseJob) -> set[str]:
-        progress = self.run_progress(job.run_id)
-        return set(progress.outcomes) if progress else set()
 
     async def _job_failed(self, job: CaseJob, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"[:2000]
@@ -300,16 +395,61 @@ class Worker:
             return
         event = decode_event(raw)
         run_id: str = event.run_id  # type: ignore[union-attr]
-        progress = evolve_run(self.run_progress(run_id), event)
+        before = self.run_progress(run_id)
+        progress = evolve_run(before, event)
+        if progress is before:
+            return  # a duplicate: nothing changed
+        # Saved before anything else: the fact is never lost, and a crash below leaves the
+        # run complete-but-unpublished, which the redelivered event finishes.
+        self._save(progress, event)
         if is_complete(progress):
-            for ev in completion_events(progress, now=self.clock()):
-                await self.send_event(ev)
-            for record in measured_records(progress):
-                key = history_key(record.kind, record.model, record.reasoning_effort)
-                self.history[key] = record.model_dump(mode="json")
-            progress = progress.model_copy(update={"completed": True})
-        self.runs[run_id] = progress.model_dump(mode="json")
+            await self._complete(progress)
+
+    def _save(self, progress: RunProgress, event: EventBase) -> None:
+        run_id = progress.run_id
         self._progress[run_id] = progress
+        if isinstance(event, CaseGraded):
+            key = result_key(event.model, event.case_id, event.rep)
+            self.results[f"{run_id}{RESULT_SEP}{key}"] = progress.outcomes[key].model_dump(
+                mode="json"
+            )
+        else:
+            self.runs[run_id] = progress.model_dump(mode="json", exclude={"outcomes"})
+
+    async def _complete(self, progress: RunProgress) -> None:
+        now = self.clock()
+        try:
+            events = completion_events(progress, now=now)
+            records = measured_records(progress)
+        except Exception as e:
+            # Deterministic, so retrying cannot help: close the run and say why.
+            log.exception("completing run %s failed", progress.run_id)
+            events, records = completion_failed(progress, e, now=now), []
+        # History before RunCompleted: a client that sees the run done and starts the next
+        # one must find these summaries to carry.
+        for record in records:
+            key = history_key(record.kind, record.model, record.reasoning_effort)
+            self.history[key] = record.model_dump(mode="json")
+        for ev in events:
+            await self.send_event(ev)
+        done = progress.model_copy(update={"completed": True, "outcomes": {}})
+        self.runs[progress.run_id] = done.model_dump(mode="json", exclude={"outcomes"})
+        prefix = f"{progress.run_id}{RESULT_SEP}"
+        for key in progress.outcomes:  # the finished run's results leave memory
+            with contextlib.suppress(KeyError):
+                del self.results[prefix + key]
+        self._progress[progress.run_id] = done
+
+
+def _command_id_of(raw: bytes) -> str | None:
+    """The command id of a message that is JSON but not a valid command, so its rejection
+    still reaches whoever waits for that id."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    cid = data.get("command_id") if isinstance(data, dict) else None
+    return cid if isinstance(cid, str) and 0 < len(cid) <= 200 else None
 
 
 def run_worker(worker: Worker, loglevel: str = "info") -> None:

@@ -1,17 +1,56 @@
-"""Wiring the real worker: datasets, provider clients, Docker sandboxes, the Faust app."""
+"""Wiring the real worker: topics, datasets, provider clients, Docker sandboxes, Faust."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from api.commands.infra import ensure_topics
 from api.settings import Settings
 from datasets.loader import load_classifier_cases, load_decider_cases
 from streams.app import Worker
 from streams.execution import CaseExecutor
 
+log = logging.getLogger("provenroute.worker")
+
+
+def prepare_host(settings: Settings) -> None:
+    """Before the worker starts: its topics exist with the right shapes (an auto-created
+    topic would get one partition and finite retention), containers left by dead workers are
+    removed, and a missing job image is said plainly instead of failing every decider job."""
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topic_prefix))
+    try:
+        import docker
+        from docker.errors import DockerException, ImageNotFound
+
+        from streams.janitor import remove_stale_containers
+
+        client = docker.from_env(timeout=10)
+        try:
+            removed = remove_stale_containers(client)
+            if removed:
+                log.warning("removed %d job containers of dead workers", len(removed))
+            client.images.get(settings.docker_image)
+        except ImageNotFound:
+            log.error(
+                "job image %s is missing: decider jobs will fail until `make image` builds it",
+                settings.docker_image,
+            )
+        finally:
+            client.close()
+    except DockerException as e:
+        log.error("docker engine not reachable (%s): decider jobs will fail", e)
+
 
 def build_worker(settings: Settings, *, app_id: str | None = None) -> Worker:
     classifier = {c.id: c for c in load_classifier_cases()}
     decider = {c.id: c for c in load_decider_cases()}
-    executor = CaseExecutor(settings, classifier_cases=classifier, decider_cases=decider)
+    executor = CaseExecutor(
+        settings,
+        classifier_cases=classifier,
+        decider_cases=decider,
+        classifier_timeout_s=settings.provider_timeout_s,
+    )
     return Worker(
         settings,
         executor=executor,

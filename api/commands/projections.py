@@ -112,7 +112,9 @@ def replay_cmd(
 
         def on_progress(stats: ProjectorStats) -> None:
             done = stats.events_applied + stats.ignored + stats.failed
-            progress.update(task, completed=done, rate=f"{stats.events_per_s:,.0f}")
+            progress.update(
+                task, completed=done, total=stats.to_drain, rate=f"{stats.events_per_s:,.0f}"
+            )
 
         try:
             result = asyncio.run(
@@ -132,6 +134,7 @@ def replay_cmd(
     console.print(
         f"replayed {s.events_applied:,} events ({s.ignored} ignored, {s.failed} failed) "
         f"into [bold]{result.schema}[/bold] in {s.elapsed_s:.1f}s: {s.events_per_s:,.0f} events/s"
+        f" ({result.mode})"
     )
     if result.swapped_out:
         console.print(f"swapped in; the previous live schema is now {result.swapped_out}")

@@ -51,9 +51,11 @@ run_app = typer.Typer(help="Benchmark runs.", no_args_is_help=True)
 def worker(loglevel: str = typer.Option("info", help="Log level.")) -> None:
     """Run the Faust worker: commands, case jobs, aggregation and publishing."""
     from streams.app import run_worker
-    from streams.bootstrap import build_worker
+    from streams.bootstrap import build_worker, prepare_host
 
-    run_worker(build_worker(Settings()), loglevel=loglevel)
+    settings = Settings()
+    prepare_host(settings)
+    run_worker(build_worker(settings), loglevel=loglevel)
 
 
 # ---------------------------------------------------------------------------- config

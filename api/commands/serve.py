@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -20,17 +21,22 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.decide.service import JsonLinesHandler
     from api.settings import Settings
 
     settings = Settings()
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    # One JSON object per line for each decision, without the usual prefix.
+    # No format here uses them: skip the thread, process and multiprocessing lookups that
+    # every LogRecord would otherwise make.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    # One JSON object per line for each decision, without the usual prefix, written by
+    # the service straight into a buffered handler (no LogRecord, no flush per line).
     decisions = logging.getLogger("provenroute.decide.decisions")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    decisions.addHandler(handler)
+    decisions.addHandler(JsonLinesHandler(sys.stderr.buffer))
     decisions.propagate = False
     # Faust and aiokafka are chatty at INFO; their warnings still show.
     for name in ("faust", "mode", "aiokafka"):
@@ -39,7 +45,10 @@ def serve(
         create_app(settings),
         host=host,
         port=settings.api_port if port is None else port,
+        loop="uvloop",
+        http="httptools",
         log_level=log_level,
         access_log=access_log,
+        server_header=False,
         timeout_graceful_shutdown=5,
     )

@@ -33,6 +33,11 @@ class Point:
     label_anchor: str
     label_y: float = 0.0
 
+    @property
+    def nudged(self) -> bool:
+        """The label moved off its point's line: the template draws a leader to it."""
+        return abs(self.label_y - (self.y + 4)) > 3
+
 
 @dataclass(frozen=True)
 class Tick:
@@ -80,7 +85,7 @@ def fmt_cost(usd: float | None) -> str:
         return "$0"
     if usd >= 0.01:
         return f"${usd:.4f}"
-    return f"${usd:.2e}" if usd < 1e-6 else f"${usd:.6f}".rstrip("0")
+    return f"${usd:.2e}" if usd < 1e-6 else f"${usd:.6f}"
 
 
 def _nice_linear(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -108,19 +113,43 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-LABEL_GAP = 14.0
+LABEL_GAP = 15.0
+CHAR_W = 6.8
+"""Rough width of a label character at the chart's 12px font (for overlap checks)."""
+
+
+def _extent(p: Point) -> tuple[float, float]:
+    width = CHAR_W * (len(p.model) + (2 if p.chosen else 0))
+    return (
+        (p.label_x - width, p.label_x)
+        if p.label_anchor == "end"
+        else (p.label_x, p.label_x + width)
+    )
 
 
 def _spread_labels(points: list[Point]) -> list[Point]:
-    """Nudge labels apart vertically where two would overlap (similar x and y)."""
+    """Nudge labels apart vertically where two would overlap (text extents and height)."""
     placed: list[Point] = []
     for p in sorted(points, key=lambda q: q.y):
         y = p.y + 4
-        for q in placed:
-            if abs(q.label_x - p.label_x) < 120 and abs(q.label_y - y) < LABEL_GAP:
-                y = q.label_y + LABEL_GAP
+        x0, x1 = _extent(p)
+        moved = True
+        while moved:
+            moved = False
+            for q in placed:
+                q0, q1 = _extent(q)
+                if x0 < q1 and q0 < x1 and abs(q.label_y - y) < LABEL_GAP:
+                    y = q.label_y + LABEL_GAP
+                    moved = True
         placed.append(replace(p, label_y=round(y, 1)))
     return sorted(placed, key=lambda q: q.rank)
+
+
+def _tick_cost(usd: float) -> str:
+    if usd <= 0:
+        return "$0"
+    decimals = max(0, -math.floor(math.log10(usd)))
+    return f"${usd:.{decimals}f}"
 
 
 def build_chart(
@@ -141,7 +170,7 @@ def build_chart(
         def sx(v: float) -> float:
             return left + (math.log10(v) - lo_e) / (hi_e - lo_e) * (right - left)
 
-        x_ticks = [Tick(sx(10.0**e), fmt_cost(10.0**e)) for e in range(lo_e, hi_e + 1)]
+        x_ticks = [Tick(sx(10.0**e), _tick_cost(10.0**e)) for e in range(lo_e, hi_e + 1)]
     else:
         x_hi = hi_c * 1.1 if hi_c > 0 else 1.0
         ticks = _nice_linear(0.0, x_hi)
@@ -150,7 +179,7 @@ def build_chart(
         def sx(v: float) -> float:
             return left + v / x_hi * (right - left)
 
-        x_ticks = [Tick(sx(t), fmt_cost(t)) for t in ticks]
+        x_ticks = [Tick(sx(t), _tick_cost(t)) for t in ticks]
     accs = [c.accuracy for c in candidates] + [threshold]
     y_lo = max(0.0, math.floor((min(accs) - 0.05) * 10) / 10)
     y_hi = 1.0
@@ -163,7 +192,9 @@ def build_chart(
     points = []
     for rank, c in enumerate(candidates, start=1):
         x, y = sx(c.avgCostUsd) if (c.avgCostUsd > 0 or not log_x) else left, sy(c.accuracy)
-        near_right = x > right - 140
+        chosen_here = c.model == chosen
+        gap = 15 if chosen_here else 9
+        near_right = x + gap + CHAR_W * (len(c.model) + 2) > WIDTH - 4
         points.append(
             Point(
                 model=c.model,
@@ -173,18 +204,22 @@ def build_chart(
                 x=round(x, 1),
                 y=round(y, 1),
                 meets=c.meetsThreshold,
-                chosen=c.model == chosen,
+                chosen=chosen_here,
                 rank=rank,
-                label_x=round(x - 10 if near_right else x + 10, 1),
+                label_x=round(x - gap if near_right else x + gap, 1),
                 label_anchor="end" if near_right else "start",
             )
         )
     points = _spread_labels(points)
     front = pareto_front([(c.avgCostUsd, c.accuracy) for c in candidates])
-    frontier = " ".join(
-        f"{(sx(cost) if (cost > 0 or not log_x) else left):.1f},{sy(acc):.1f}"
-        for cost, acc in front
-    )
+    # A staircase: the best accuracy money buys, cost bound by cost bound.
+    corners: list[tuple[float, float]] = []
+    for cost, acc in front:
+        px = sx(cost) if (cost > 0 or not log_x) else left
+        if corners:
+            corners.append((px, corners[-1][1]))
+        corners.append((px, sy(acc)))
+    frontier = " ".join(f"{x:.1f},{y:.1f}" for x, y in corners)
     return Chart(
         tier=tier,
         width=WIDTH,

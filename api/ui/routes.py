@@ -34,6 +34,7 @@ from api.ui.auth import COOKIE, UI_PREFIX, Session
 from api.ui.charts import Chart, build_chart, fmt_cost
 from api.ui.forms import EFFORTS, HINTS, form_of, parse_form
 from api.ui.tables import published_versions, run_progress, table_diff
+from contracts.ids import derive_id
 from contracts.taxonomy import TIERS
 
 HERE = Path(__file__).resolve().parent
@@ -195,6 +196,16 @@ async def config_page(
     except Unavailable as e:
         error = str(e)
     status_ = await _command(runtime, command)
+    if (
+        command is not None
+        and status_ is not None
+        and status_.status == "accepted"
+        and (saved is None or saved.configId != derive_id("BenchmarkConfigSaved", command))
+    ):
+        # Accepted, but the projector has not folded the saved config yet: keep watching.
+        status_ = status_.model_copy(
+            update={"status": "pending", "reason": "Accepted; loading the saved config…"}
+        )
     form = form_of(saved.config if saved else None)
     return render(
         request,

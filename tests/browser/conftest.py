@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from api.settings import PROJECT_ROOT, Settings
-from tests.conftest import unique_name
+from tests.conftest import delete_topics_with_prefix, unique_name
 from tests.e2e.conftest import (
     LOG_ROOT,
     ChildProcess,
@@ -50,7 +50,7 @@ SCREENSHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/browser" in str(item.fspath):
+        if "tests/browser/test_admin_ui" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
 
 
@@ -128,6 +128,7 @@ def stack(sim_url: str) -> Iterator[Stack]:
         "PROVENROUTE_ADMIN_TOKEN": token,
         "PROVENROUTE_SIM_LATENCY_SCALE": "0",
         "PROVENROUTE_DECIDE_STARTUP_TIMEOUT_S": "20",
+        "PROVENROUTE_WORKER_JOB_SLOTS": "8",
         "BROKER_SESSION_TIMEOUT": "10",
         "BROKER_HEARTBEAT_INTERVAL": "1",
     }
@@ -142,6 +143,7 @@ def stack(sim_url: str) -> Iterator[Stack]:
         yield world
     finally:
         world.stop()
+        run_async(delete_topics_with_prefix(base.kafka_bootstrap, prefix))
         with (
             contextlib.suppress(Exception),
             psycopg.connect(base.database_url, autocommit=True) as conn,

@@ -82,7 +82,7 @@ def fill_config(page: Any, min_accuracy: str) -> None:
     page.get_by_label("Min accuracy").fill(min_accuracy)
     page.get_by_label("Benchmark identity").fill("sim-benchmark")
     page.get_by_label("Classifier p95 latency budget (ms)").fill("")
-    page.get_by_label("Max concurrency").fill("4")
+    page.get_by_label("Max concurrency").fill("8")
 
 
 def start_run(page: Any, kind: str) -> str:
@@ -141,6 +141,9 @@ def test_configure_run_watch_and_compare(page: Any, stack: Stack) -> None:
     # ---- a decider run (jobs in Docker containers): progress, then the summaries
     decider_run = start_run(page, "decider")
     expect(page.locator("#run-counts")).to_contain_text(" of ", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#run-progress').value > 10", timeout=RUN_TIMEOUT_MS
+    )
     screenshot(page, "05-run-decider-progress")
     wait_completed(page, decider_run)
     expect(page.locator("#run-outcome")).to_contain_text("published routing table")

@@ -24,9 +24,14 @@ from contracts.events import CaseGraded, RoutingTablePublished
 from contracts.taxonomy import TIERS, Tier
 from projections.db import connect
 from projections.migrate import migrate
-from projections.projector import CHANNEL_ROUTING_TABLE, project_once, run_projector
+from projections.projector import (
+    CHANNEL_ROUTING_TABLE,
+    ProjectorRefused,
+    project_once,
+    run_projector,
+)
 from projections.queries import compare_schemas, diff_tables, provenance, routing_table_as_of
-from projections.replay import drop_schema, replay
+from projections.replay import drop_schema, prepare_fresh_schema, replay
 from projections.synthetic import DEFAULT_MODELS, LogBuilder, SimModel, produce
 from projections.tables import PROJECTED_TABLES
 
@@ -117,9 +122,27 @@ async def test_projecting_twice_and_duplicate_deliveries_change_nothing(
     # A replay (trusted fast path) of the doubled log equals the live schema row for row.
     target = other_schema("replay_")
     result = await replay(settings, schema=target)
+    assert result.mode == "bulk"
     assert result.stats.events_applied == 2 * len(b.messages)
     with connect(settings.database_url, pg_schema) as conn:
         assert compare_schemas(conn, pg_schema, target) == {}
+        # the bulk load put back every key, foreign key and index, under the same names
+        assert constraints(conn, pg_schema) == constraints(conn, target)
+
+
+def constraints(conn: psycopg.Connection, schema: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "select t.relname, c.conname, c.contype, c.convalidated,"
+        " replace(pg_get_constraintdef(c.oid), %s, '')"
+        " from pg_constraint c join pg_class t on t.oid = c.conrelid"
+        " where c.connamespace = to_regnamespace(%s)"
+        " union all select t.relname, i.relname, 'i', true,"
+        " replace(pg_get_indexdef(x.indexrelid), %s, '')"
+        " from pg_index x join pg_class i on i.oid = x.indexrelid"
+        " join pg_class t on t.oid = x.indrelid where t.relnamespace = to_regnamespace(%s)"
+        " order by 1, 2, 3",
+        (f"{schema}.", schema, f"{schema}.", schema),
+    ).fetchall()
 
 
 async def test_provenance_time_travel_and_diff(
@@ -181,6 +204,7 @@ async def test_until_stops_at_the_last_event_at_or_before_the_timestamp(
 
     target = other_schema("until_")
     result = await replay(settings, schema=target, until=until)
+    assert result.mode == "bulk"
     assert result.stats.events_applied == len(expected)
     assert count(settings, target, "select string_agg(version, ',') from routing_tables") == "r1"
     assert count(settings, target, "select count(*) from runs") == 1
@@ -192,7 +216,7 @@ async def test_until_stops_at_the_last_event_at_or_before_the_timestamp(
 
 
 async def test_unknown_invalid_and_orphan_events_advance_the_offset(
-    kafka_prefix: str, pg_schema: str, settings_for: Any
+    kafka_prefix: str, pg_schema: str, settings_for: Any, other_schema: Any
 ) -> None:
     settings = settings_for(kafka_prefix, pg_schema)
     b = LogBuilder(seed=5)
@@ -221,6 +245,53 @@ async def test_unknown_invalid_and_orphan_events_advance_the_offset(
     assert "ForeignKeyViolation" in reasons
     assert offsets is not None and offsets[0] == len(raw) + len(b.messages) + 1
     assert count(settings, pg_schema, "select count(*) from runs") == 1
+
+    # A replay meets the orphan, which only the transactional path reproduces exactly.
+    for workers in (1, 2):
+        target = other_schema("fallback_")
+        result = await replay(settings, schema=target, workers=workers)
+        assert result.mode == "transactional (bulk fell back)"
+        with connect(settings.database_url, pg_schema) as conn:
+            assert compare_schemas(conn, pg_schema, target) == {}
+
+
+async def test_bulk_replay_records_undecodable_events_like_the_live_projector(
+    kafka_prefix: str, pg_schema: str, settings_for: Any, other_schema: Any
+) -> None:
+    settings = settings_for(kafka_prefix, pg_schema)
+    b = story()
+    raw: list[tuple[str, bytes, bytes]] = [
+        ("events", b"x", b'{"type":"SomethingNew","schema_version":1}'),
+        ("events", b"r1", b"not json at all"),
+        ("decisions", b"x", b'{"type":"DecisionMade","schema_version":1}'),
+    ]
+    await produce(settings.kafka_bootstrap, kafka_prefix, b.messages[:40])
+    await produce(settings.kafka_bootstrap, kafka_prefix, raw)
+    await produce(settings.kafka_bootstrap, kafka_prefix, b.messages[40:])
+    await project_once(settings, pg_schema)
+    assert count(settings, pg_schema, "select count(*) from projection_errors") == 2
+
+    # in this process, and split by partition over two loader processes
+    for workers, mode in ((1, "bulk"), (2, "bulk, 2 loader processes")):
+        target = other_schema("bulk_")
+        result = await replay(settings, schema=target, workers=workers)
+        assert result.mode == mode
+        assert result.stats.failed == 2 and result.stats.ignored == 1
+        assert result.stats.events_applied == len(b.messages)
+        with connect(settings.database_url, pg_schema) as conn:
+            assert compare_schemas(conn, pg_schema, target) == {}
+            assert constraints(conn, pg_schema) == constraints(conn, target)
+        assert snapshot(settings, pg_schema) == snapshot(settings, target)
+
+
+async def test_a_projector_refuses_an_unfinished_bulk_replay(
+    kafka_prefix: str, settings_for: Any, other_schema: Any
+) -> None:
+    target = other_schema("unfinished_")
+    settings = settings_for(kafka_prefix, "public")
+    await asyncio.to_thread(prepare_fresh_schema, settings, target)  # marked, never loaded
+    with pytest.raises(ProjectorRefused):
+        await project_once(settings, target)
 
 
 CRASH_SCRIPT = textwrap.dedent(

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from contracts.codec import encode_event
-from contracts.events import EVENT_CLASSES, CaseGraded
-from projections.fold import FAST_FOLDERS, FOLDERS, fold
+from contracts.envelope import EventBase
+from contracts.events import EVENT_CLASSES, CaseGraded, RunStarted
+from projections.fold import FAST_FOLDERS, FOLDERS, Row, fold
 from projections.migrate import load_migrations
 from projections.queries import Candidate, TableAt, diff_tables
 from projections.synthetic import DEFAULT_MODELS, LogBuilder, SimModel
 from projections.tables import TABLE, TABLES
-from projections.writer import group_rows
+from projections.writer import BulkClaims, BulkUnsupported, Deferred, group_rows
 
 
 def _log() -> LogBuilder:
@@ -89,8 +95,34 @@ def test_group_rows_keeps_the_first_occurrence_of_a_key() -> None:
         *(None,) * 9,
     )
     second = (*first[:7], 0.0, *first[8:])
-    grouped = group_rows([("case_results", first), ("case_results", second)])
+    grouped = group_rows([[("case_results", first)], [("case_results", second)]])
     assert grouped == {"case_results": [first]}
+
+
+def _run_started_twice() -> tuple[list[Row], list[Row]]:
+    """Two RunStarted for one run: the second re-emitted with a longer model list."""
+    b = LogBuilder(seed=4)
+    cfg = b.config()
+    b.decider_run("r1", cfg, cases=[("a", "low")])
+    started = next(e for _t, _k, e in b.messages if isinstance(e, RunStarted))
+    more = cfg.model_copy(update={"classifierModels": (*cfg.classifierModels, "sim/extra")})
+    return fold(started), fold(started.model_copy(update={"config": more}))
+
+
+def test_a_refolded_parent_never_grafts_children_onto_the_first_version() -> None:
+    first, second = _run_started_twice()
+    grouped = group_rows([first, second])
+    assert grouped["run_config_classifier_models"] == [
+        v for t, v in first if t == "run_config_classifier_models"
+    ]
+    # the bulk path keeps the same rows, in one batch or across batches
+    for batches in ([[first, second]], [[first], [second]]):
+        claims = BulkClaims([])
+        got: dict[str, list[Any]] = {}
+        for events in batches:
+            for t, rows in claims.claim(events).items():
+                got.setdefault(t, []).extend(rows)
+        assert {t: v for t, v in got.items() if v} == grouped
 
 
 def _table(version: str, cands: list[tuple[str, int, str, float, float, bool]]) -> TableAt:
@@ -156,3 +188,113 @@ def test_synthetic_runs_carry_models_measured_earlier() -> None:
     types = [e.type for _t, _k, e in b.messages]
     assert types.count("RunModelCarried") == len(DEFAULT_MODELS)
     assert "RoutingTablePublished" in [e.type for e in done]
+
+
+# ---- property: duplicates and cross-partition reordering change nothing ----------------
+
+Store = dict[str, dict[Any, tuple[Any, ...]]]
+
+
+def live_apply(store: Store, events: list[list[Row]]) -> None:
+    """One live batch, as `write_rows` does it: `group_rows`, then per table in order
+    INSERT ... ON CONFLICT DO NOTHING, children only under parents inserted by this batch."""
+    grouped = group_rows(events)
+    fresh: dict[str, set[Any]] = {}
+    for spec in TABLES:
+        rows = grouped.get(spec.name, [])
+        if spec.parent is not None:
+            idx = [spec.columns.index(c) for c in spec.parent_key]
+            rows = [r for r in rows if tuple(r[i] for i in idx) in fresh.get(spec.parent, set())]
+        table = store.setdefault(spec.name, {})
+        for r in rows:
+            key = spec.key_of(r)
+            if key not in table:
+                table[key] = r
+                fresh.setdefault(spec.name, set()).add(key)
+
+
+def rows_of(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    return {t: sorted(v.values(), key=repr) for t, v in store.items() if v}
+
+
+def _streams() -> list[list[EventBase]]:
+    """A small log cut into its ordered streams: one per partition key (a run, a
+    conversation, the admin key). Kafka keeps each in order and may interleave them."""
+    b = LogBuilder(seed=8)
+    cfg = b.config(DEFAULT_MODELS[:2])
+    b.decider_run(
+        "r1", cfg, DEFAULT_MODELS[:2], cases=[("a", "low"), ("b", "medium"), ("c", "high")]
+    )
+    b.classifier_run("c1", cfg, cases=3)
+    b.decisions(6, "r1", ["sim/swift-mini"])
+    b.decider_run(
+        "r2", cfg, DEFAULT_MODELS[:2], cases=[("a", "low"), ("b", "medium"), ("c", "high")]
+    )
+    by_key: dict[str, list[EventBase]] = {}
+    for _topic, key, event in b.messages:
+        by_key.setdefault(key, []).append(event)
+    return list(by_key.values())
+
+
+STREAMS = _streams()
+IN_ORDER = [e for stream in STREAMS for e in stream]
+# orphans are errors, not part of this property: the runs come before their results
+FK_TO_RUNS = [
+    Deferred(t.name, f"{t.name}_run_id_fkey", "f", "", ("run_id",), "runs", ("run_id",))
+    for t in TABLES
+    if "run_id" in t.columns and t.parent is None and t.name != "runs"
+]
+
+
+def _baseline() -> dict[str, list[tuple[Any, ...]]]:
+    store: Store = {}
+    live_apply(store, [fold(e) for e in IN_ORDER])
+    return rows_of(store)
+
+
+BASELINE = _baseline()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rnd=st.randoms(use_true_random=False),
+    dup_rate=st.floats(0.0, 0.6),
+    batch=st.integers(1, 40),
+)
+def test_duplicated_and_reordered_deliveries_leave_the_rows_unchanged(
+    rnd: random.Random, dup_rate: float, batch: int
+) -> None:
+    # Interleave the streams (each stays in order), then deliver copies of any event again
+    # anywhere after it: the redeliveries of an at-least-once log.
+    cursors = [0] * len(STREAMS)
+    log: list[EventBase] = []
+    while len(log) < len(IN_ORDER):
+        i = rnd.choice([i for i, s in enumerate(STREAMS) if cursors[i] < len(s)])
+        log.append(STREAMS[i][cursors[i]])
+        cursors[i] += 1
+    for event in list(log):
+        if rnd.random() < dup_rate:
+            at = rnd.randrange(log.index(event) + 1, len(log) + 1)
+            log.insert(at, event)
+
+    folded = [fold(e) for e in log]
+    batches = [folded[i : i + batch] for i in range(0, len(folded), batch)]
+    store: Store = {}
+    for events in batches:
+        live_apply(store, events)
+    assert rows_of(store) == BASELINE
+
+    # the bulk replay's in-memory rules give the same rows
+    claims = BulkClaims(FK_TO_RUNS)
+    bulk: Store = {}
+    for events in batches:
+        for table, rows in claims.claim(events).items():
+            spec = TABLE[table]
+            bulk.setdefault(table, {}).update((spec.key_of(r), r) for r in rows)
+    assert rows_of(bulk) == BASELINE
+
+
+def test_the_bulk_rules_refuse_an_orphan() -> None:
+    graded = next(e for e in IN_ORDER if isinstance(e, CaseGraded))
+    with pytest.raises(BulkUnsupported, match="orphan"):
+        BulkClaims(FK_TO_RUNS).claim([fold(graded)])

@@ -25,7 +25,7 @@
               ? "The worker accepted it." : (s.reason || "The worker rejected it.");
             if (s.status === "accepted" && box.closest("main").querySelector("#config-form")) {
               // Show the saved config's id and time.
-              setTimeout(() => { window.location.replace(window.location.href); }, 1200);
+              setTimeout(() => { window.location.replace(window.location.href); }, 500);
             }
             return;
           }
@@ -62,7 +62,17 @@
     };
     if (!window.EventSource) { setTimeout(() => window.location.reload(), 3000); return; }
     const es = new EventSource(url);
-    es.addEventListener("progress", (e) => show(JSON.parse(e.data)));
+    es.addEventListener("progress", (e) => {
+      const p = JSON.parse(e.data);
+      if (section.dataset.status === "pending" && p.status === "running" &&
+          !document.querySelector("#facts-h")) {
+        // The run now exists in the projection: render its facts and models server-side.
+        es.close();
+        window.location.replace(`${ui}/runs/${encodeURIComponent(run)}`);
+        return;
+      }
+      show(p);
+    });
     es.addEventListener("completed", (e) => {
       show(JSON.parse(e.data));
       es.close();
