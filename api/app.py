@@ -27,6 +27,7 @@ from api.routes import (
 )
 from api.routes.decide import FastDecide
 from api.settings import Settings
+from api.ui import routes as ui_routes
 
 
 class BodyLimit:
@@ -179,5 +180,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         admin_commands,
     ):
         app.include_router(module.router)
-    app.include_router(__import__("api.ui.routes", fromlist=["router"]).router)  # admin web page
+    app.include_router(ui_routes.router)
     return app
