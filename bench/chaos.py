@@ -448,6 +448,8 @@ class Scenario:
             self.extra_checks(events)
         except Exception as e:
             out.error = f"{type(e).__name__}: {e}"
+            with contextlib.suppress(Exception):
+                out.notes += self.diagnose()
             out.logs += [c.tail() for c in self.children]
         finally:
             for c in self.children:
@@ -458,6 +460,74 @@ class Scenario:
 
     def after_run(self) -> None:
         pass
+
+    def diagnose(self) -> list[str]:
+        """What the log and the consumer group say when a run did not complete: results
+        missing per job, the group's committed offsets against the end offsets, and every
+        event of the prefix dumped to events.jsonl (the topics are deleted afterwards)."""
+        from contracts.codec import encode_event
+        from contracts.jobs import plan_jobs
+        from datasets.loader import load_classifier_cases
+
+        notes: list[str] = []
+        events = read_all(self.settings)
+        with open(self.dir / "events.jsonl", "wb") as f:
+            for e in events:
+                f.write(encode_event(e) + b"\n")
+        mine = [e for e in events if getattr(e, "run_id", None) == self.run_id]
+        got = {(e.model, e.case_id, e.rep) for e in mine if isinstance(e, CaseGraded)}
+        kinds = Counter(e.type for e in mine)
+        notes.append(f"log: {len(got)}/{self.expected} distinct results; events {dict(kinds)}")
+        cases = sorted(c.id for c in load_classifier_cases())
+        jobs = plan_jobs(
+            run_id=self.run_id,
+            kind="classifier",
+            models=[(m, None) for m in CONFIG.classifierModels],
+            case_ids=cases,
+            repetitions=CONFIG.classifierRepetitions,
+            credential=None,
+            correlation_id=None,
+        )
+        missing = {
+            j.job_id.split(":", 1)[-1]: [c for c in j.case_ids if (j.model, c, j.rep) not in got]
+            for j in jobs
+        }
+        missing = {k: v for k, v in missing.items() if v}
+        notes.append(
+            f"jobs with missing results ({len(missing)}): {dict(list(missing.items())[:6])}"
+        )
+
+        async def offsets() -> list[str]:
+            from aiokafka import TopicPartition
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+            await admin.start()
+            await consumer.start()
+            try:
+                group = f"{self.prefix}worker"
+                committed = await admin.list_consumer_group_offsets(group)
+                out = []
+                for name in ("case-jobs", "events", "commands"):
+                    topic = self.settings.topic(name)
+                    tps = [tp for tp in committed if tp.topic == topic]
+                    ends = await consumer.end_offsets(tps) if tps else {}
+                    lag = {
+                        tp.partition: ends[tp] - committed[tp].offset
+                        for tp in tps
+                        if ends[tp] != committed[tp].offset
+                    }
+                    out.append(
+                        f"group {group} {name}: committed {sum(committed[tp].offset for tp in tps)}"
+                        f" / end {sum(ends.values())}, lag by partition {lag}"
+                    )
+                return out
+            finally:
+                await consumer.stop()
+                await admin.close()
+
+        notes += run_async(offsets())
+        return notes
 
     def extra_checks(self, events: list[EventBase]) -> None:
         pass
