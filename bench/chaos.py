@@ -39,7 +39,7 @@ import signal
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -498,7 +498,6 @@ class Scenario:
         )
 
         async def offsets() -> list[str]:
-            from aiokafka import TopicPartition
 
             admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)

@@ -38,17 +38,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from api.commands.infra import ensure_topics  # noqa: E402
-from api.settings import Settings  # noqa: E402
-from api.sim.fleet import load_fleet  # noqa: E402
-from contracts.admin import run_id_for  # noqa: E402
-from contracts.commands import SaveBenchmarkConfig, StartRun  # noqa: E402
-from contracts.config import BenchmarkConfig, DeciderModel, RunKind  # noqa: E402
-from contracts.envelope import EventBase  # noqa: E402
-from contracts.events import CaseGraded, CommandAccepted, CommandRejected, RunCompleted  # noqa: E402
-from streams.log import EventReader, new_command_id, now_utc, post_command  # noqa: E402
+from api.commands.infra import ensure_topics
+from api.settings import Settings
+from api.sim.fleet import load_fleet
+from contracts.admin import run_id_for
+from contracts.commands import SaveBenchmarkConfig, StartRun
+from contracts.config import BenchmarkConfig, DeciderModel, RunKind
+from contracts.envelope import EventBase
+from contracts.events import CaseGraded, CommandAccepted, CommandRejected, RunCompleted
+from streams.log import EventReader, new_command_id, now_utc, post_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EFFORT = {0: "low", 1: "low", 2: "medium", 3: "medium"}
@@ -75,8 +75,14 @@ def peak_rss_mb(pid: int) -> float | None:
 @contextlib.contextmanager
 def child(argv: list[str], env: dict[str, str], log: Path):  # type: ignore[no-untyped-def]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=log.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             yield proc
         finally:
@@ -108,13 +114,21 @@ class RunFigures:
         return (self.wall_s * self.slots - self.model_s) / self.cases * 1000
 
 
-async def wait_for(settings: Settings, reader: EventReader, pred, timeout: float) -> list[EventBase]:  # type: ignore[no-untyped-def]
+WORKER: subprocess.Popen[bytes] | None = None
+"""The worker child; a wait gives up at once when it has died."""
+
+
+async def wait_for(  # type: ignore[no-untyped-def]
+    settings: Settings, reader: EventReader, pred, timeout: float
+) -> list[EventBase]:
     seen: list[EventBase] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         seen += await reader.poll(0.1)
         if pred(seen):
             return seen
+        if WORKER is not None and WORKER.poll() is not None:
+            raise SystemExit(f"the worker exited with {WORKER.returncode}; see its log")
     raise TimeoutError("no answer from the worker")
 
 
@@ -125,10 +139,13 @@ async def one_run(settings: Settings, kind: RunKind, slots: int) -> RunFigures:
         t0 = time.perf_counter()
         await post_command(settings, command)
         evs = await wait_for(
-            settings, reader,
-            lambda s: any((isinstance(e, RunCompleted) and e.run_id == run_id)
-                          or (isinstance(e, CommandRejected)
-                              and e.correlation_id == command.command_id) for e in s),
+            settings,
+            reader,
+            lambda s: any(
+                (isinstance(e, RunCompleted) and e.run_id == run_id)
+                or (isinstance(e, CommandRejected) and e.correlation_id == command.command_id)
+                for e in s
+            ),
             3600,
         )
         wall = time.perf_counter() - t0
@@ -140,9 +157,13 @@ async def one_run(settings: Settings, kind: RunKind, slots: int) -> RunFigures:
     else:
         model_ms = sum(float(e.diagnostics.get("model_latency_ms", 0)) for e in graded.values())
     return RunFigures(
-        kind=kind, models=len({e.model for e in graded.values()}), cases=len(graded),
-        wall_s=wall, model_s=model_ms / 1000,
-        busy_ms=statistics.mean(e.latency_ms for e in graded.values()), slots=slots,
+        kind=kind,
+        models=len({e.model for e in graded.values()}),
+        cases=len(graded),
+        wall_s=wall,
+        model_s=model_ms / 1000,
+        busy_ms=statistics.mean(e.latency_ms for e in graded.values()),
+        slots=slots,
     )
 
 
@@ -150,9 +171,16 @@ async def save_config(settings: Settings, config: BenchmarkConfig) -> None:
     command = SaveBenchmarkConfig(command_id=new_command_id(), issued_at=now_utc(), config=config)
     async with EventReader(settings, from_end=True) as reader:
         await post_command(settings, command)
-        evs = await wait_for(settings, reader, lambda s: any(
-            isinstance(e, CommandAccepted | CommandRejected)
-            and e.correlation_id == command.command_id for e in s), 180)
+        evs = await wait_for(
+            settings,
+            reader,
+            lambda s: any(
+                isinstance(e, CommandAccepted | CommandRejected)
+                and e.correlation_id == command.command_id
+                for e in s
+            ),
+            180,
+        )
     if not any(isinstance(e, CommandAccepted) for e in evs):
         raise SystemExit(f"config rejected: {evs}")
 
@@ -160,7 +188,9 @@ async def save_config(settings: Settings, config: BenchmarkConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kinds", default="classifier,decider")
-    p.add_argument("--models", default="all", help="'all' (the default fleet) or ids, comma separated")
+    p.add_argument(
+        "--models", default="all", help="'all' (the default fleet) or ids, comma separated"
+    )
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--slots", type=int, default=4, help="worker job slots = run maxConcurrency")
     args = p.parse_args(argv)
@@ -169,10 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.id for m in fleet.models] if args.models == "all" else args.models.split(",")
     config = BenchmarkConfig(
         classifierModels=tuple(models),
-        deciderModels=tuple(DeciderModel(model=m, reasoningEffort=EFFORT.get(i, "high"))
-                            for i, m in enumerate(models)),
-        maxConcurrency=args.slots, classifierRepetitions=args.reps,
-        deciderRepetitions=args.reps, classifierMaxP95LatencyMs=None,
+        deciderModels=tuple(
+            DeciderModel(model=m, reasoningEffort=EFFORT.get(i, "high"))
+            for i, m in enumerate(models)
+        ),
+        maxConcurrency=args.slots,
+        classifierRepetitions=args.reps,
+        deciderRepetitions=args.reps,
+        classifierMaxP95LatencyMs=None,
         benchmarkIdentity="sim-benchmark",
     )
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -190,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         "PROVENROUTE_WORKER_JOB_SLOTS": str(args.slots),
     }
     cli = [sys.executable, "-m", "api.cli"]
-    print(f"pipeline benchmark (SIMULATED fleet, zero latency): {len(models)} models, "
-          f"reps {args.reps}, {args.slots} job slots; logs in {workdir}")
+    print(
+        f"pipeline benchmark (SIMULATED fleet, zero latency): {len(models)} models, "
+        f"reps {args.reps}, {args.slots} job slots; logs in {workdir}"
+    )
     figures: list[RunFigures] = []
     with child([*cli, "sim-provider", "--port", str(port)], env, workdir / "sim.log"):
         deadline = time.monotonic() + 60
@@ -200,20 +236,25 @@ def main(argv: list[str] | None = None) -> int:
                 if httpx.get(f"{sim_url}/models", timeout=2).status_code == 200:
                     break
             time.sleep(0.2)
-        with child([*cli, "worker", "--loglevel", "warning"], env,
-                   workdir / "worker.log") as worker:
+        with child([*cli, "worker", "--loglevel", "info"], env, workdir / "worker.log") as worker:
+            global WORKER
+            WORKER = worker
             asyncio.run(save_config(settings, config))
             for kind in args.kinds.split(","):
                 fig = asyncio.run(one_run(settings, kind, args.slots))  # type: ignore[arg-type]
                 figures.append(fig)
-                print(f"  {kind} run done: {fig.cases} cases in {fig.wall_s:.1f}s")
+                print(f"  {kind} run done: {fig.cases} cases in {fig.wall_s:.1f}s", flush=True)
             rss = peak_rss_mb(worker.pid)
     print()
-    print(f"{'run':<11}{'models':>7}{'cases':>7}{'run time s':>12}{'model s':>9}"
-          f"{'overhead ms/case':>18}{'per slot ms/case':>18}{'case busy ms':>14}")
+    print(
+        f"{'run':<11}{'models':>7}{'cases':>7}{'run time s':>12}{'model s':>9}"
+        f"{'overhead ms/case':>18}{'per slot ms/case':>18}{'case busy ms':>14}"
+    )
     for f in figures:
-        print(f"{f.kind:<11}{f.models:>7}{f.cases:>7}{f.wall_s:>12.1f}{f.model_s:>9.1f}"
-              f"{f.overhead_ms:>18.1f}{f.per_slot_ms:>18.1f}{f.busy_ms:>14.1f}")
+        print(
+            f"{f.kind:<11}{f.models:>7}{f.cases:>7}{f.wall_s:>12.1f}{f.model_s:>9.1f}"
+            f"{f.overhead_ms:>18.1f}{f.per_slot_ms:>18.1f}{f.busy_ms:>14.1f}"
+        )
     print(f"worker peak RSS: {rss:.0f} MB" if rss else "worker peak RSS: n/a")
     print("target: orchestration overhead <= 50 ms per case beyond the model's own latency")
     with contextlib.suppress(Exception):

@@ -85,7 +85,11 @@ class ChildProcess:
         self.log_path = cwd / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -239,8 +243,9 @@ class Pipeline:
     def start_worker(self) -> ChildProcess:
         # cwd is the test's tmp dir: Faust writes its data dir into the working directory.
         n = len(self.workers)
-        proc = ChildProcess(f"worker-{n}", _cli("worker", "--loglevel", "info"),
-                            self.worker_env(), self.workdir)
+        proc = ChildProcess(
+            f"worker-{n}", _cli("worker", "--loglevel", "info"), self.worker_env(), self.workdir
+        )
         self.workers.append(proc)
         return proc
 
@@ -264,8 +269,9 @@ class Pipeline:
         run_async(post_raw(self.settings, value))
 
     def save_config(self, config: BenchmarkConfig) -> CommandAccepted:
-        cid = self.post(SaveBenchmarkConfig(command_id=new_id(), issued_at=utc_now(),
-                                            config=config))
+        cid = self.post(
+            SaveBenchmarkConfig(command_id=new_id(), issued_at=utc_now(), config=config)
+        )
         outcome = self.outcome(cid)
         assert isinstance(outcome, CommandAccepted), outcome
         return outcome
@@ -274,14 +280,15 @@ class Pipeline:
         """Post StartRun and return its run id once accepted."""
         from contracts.admin import run_id_for
 
-        cid = self.post(StartRun(command_id=new_id(), issued_at=utc_now(), kind=kind,
-                                 force=force))
+        cid = self.post(StartRun(command_id=new_id(), issued_at=utc_now(), kind=kind, force=force))
         outcome = self.outcome(cid)
         assert isinstance(outcome, CommandAccepted), outcome
         return run_id_for(cid)
 
     # -- the log
-    def outcome(self, command_id: str, timeout_s: float = 120.0) -> CommandAccepted | CommandRejected:
+    def outcome(
+        self, command_id: str, timeout_s: float = 120.0
+    ) -> CommandAccepted | CommandRejected:
         def answered(evs: Sequence[EventBase]) -> bool:
             return any(_is_outcome(e, command_id) for e in evs)
 
@@ -343,8 +350,11 @@ class Pipeline:
 
         async def go() -> list[bytes]:
             consumer = AIOKafkaConsumer(
-                self.settings.topic(name), bootstrap_servers=self.settings.kafka_bootstrap,
-                enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
+                self.settings.topic(name),
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                group_id=None,
+                auto_offset_reset="earliest",
             )
             await consumer.start()
             try:

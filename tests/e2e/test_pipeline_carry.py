@@ -22,8 +22,10 @@ ONE_MODEL = THREE_MODELS.model_copy(
 def comparable(table: RoutingTable) -> dict[str, list[tuple[object, ...]]]:
     """A table without what differs between runs (version, publish time)."""
     return {
-        t: [(c.model, c.reasoningEffort, c.accuracy, c.graded, c.meetsThreshold, c.avgCostUsd)
-            for c in table.tiers[t]]
+        t: [
+            (c.model, c.reasoningEffort, c.accuracy, c.graded, c.meetsThreshold, c.avgCostUsd)
+            for c in table.tiers[t]
+        ]
         for t in TIERS
     }
 

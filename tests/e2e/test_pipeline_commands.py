@@ -28,8 +28,14 @@ def test_start_run_without_a_config_is_rejected_with_a_reason(pipeline: Pipeline
 
 
 def _valid_start(cid: str) -> dict[str, object]:
-    return {"command_id": cid, "type": "StartRun", "schema_version": 1,
-            "issued_at": utc_now(), "kind": "classifier", "force": False}
+    return {
+        "command_id": cid,
+        "type": "StartRun",
+        "schema_version": 1,
+        "issued_at": utc_now(),
+        "kind": "classifier",
+        "force": False,
+    }
 
 
 def test_garbage_commands_are_rejected_and_the_next_valid_one_works(pipeline: Pipeline) -> None:
@@ -46,8 +52,7 @@ def test_garbage_commands_are_rejected_and_the_next_valid_one_works(pipeline: Pi
     valid = THREE_MODELS
     from contracts.commands import SaveBenchmarkConfig
 
-    cid = pipeline.post(SaveBenchmarkConfig(command_id=new_id(), issued_at=utc_now(),
-                                            config=valid))
+    cid = pipeline.post(SaveBenchmarkConfig(command_id=new_id(), issued_at=utc_now(), config=valid))
     accepted = pipeline.outcome(cid)
     assert isinstance(accepted, CommandAccepted), accepted
 

@@ -25,8 +25,11 @@ def test_sigkilled_worker_restarts_and_completes_the_run_exactly_once(
     run_id = p.start_run("decider")
 
     def results(evs: Sequence[EventBase]) -> set[tuple[str, str, int]]:
-        return {(e.model, e.case_id, e.rep) for e in evs
-                if isinstance(e, CaseGraded) and e.run_id == run_id}
+        return {
+            (e.model, e.case_id, e.rep)
+            for e in evs
+            if isinstance(e, CaseGraded) and e.run_id == run_id
+        }
 
     # Mid-run: a fair share of results in, far from all of them.
     p.wait(lambda evs: len(results(evs)) >= expected // 4)

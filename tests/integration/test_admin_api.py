@@ -202,3 +202,10 @@ async def test_admin_config_runs_commands_and_override(
         } <= set(spec["paths"])
         assert "404" in spec["paths"]["/admin/runs/{run_id}"]["get"]["responses"]
         assert spec["paths"]["/admin/config"]["put"]["responses"].keys() >= {"202", "401", "422"}
+        # /decide is served by the fast ASGI path, documented by the FastAPI route.
+        decide = spec["paths"]["/decide"]["post"]
+        body_schema = decide["requestBody"]["content"]["application/json"]["schema"]
+        assert body_schema["$ref"].endswith("/DecideRequest")
+        ok = decide["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok["$ref"].endswith("/DecideResponse")
+        assert decide["responses"].keys() >= {"200", "400", "401", "413", "422"}

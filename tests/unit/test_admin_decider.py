@@ -62,15 +62,25 @@ def config(**kw: Any) -> BenchmarkConfig:
 
 def summary(model: str, tier: Any = "low", **kw: Any) -> ModelSummary:
     base: dict[str, Any] = dict(
-        model=model, tier=tier, accuracy=0.9, accuracy_lower_bound=0.8, graded=10,
-        avg_cost_usd=0.01, p95_latency_ms=100.0,
+        model=model,
+        tier=tier,
+        accuracy=0.9,
+        accuracy_lower_bound=0.8,
+        graded=10,
+        avg_cost_usd=0.01,
+        p95_latency_ms=100.0,
     )
     return ModelSummary(**{**base, **kw})
 
 
 def record(kind: Any, model: str, effort: Any, run: str = "run-0") -> tuple[str, ModelRecord]:
-    rec = ModelRecord(kind=kind, model=model, reasoning_effort=effort, run_id=run,
-                      summaries=(summary(model, "low"), summary(model, "high")))
+    rec = ModelRecord(
+        kind=kind,
+        model=model,
+        reasoning_effort=effort,
+        run_id=run,
+        summaries=(summary(model, "low"), summary(model, "high")),
+    )
     return history_key(kind, model, effort), rec
 
 
@@ -142,13 +152,28 @@ def test_classifier_override(
     [
         (None, CREDENTIALS, None, "classifier", "no benchmark config saved"),
         (None, CREDENTIALS, None, "decider", "no benchmark config saved"),
-        (config(benchmarkIdentity=None), CREDENTIALS, None, "decider",
-         "decider runs need a benchmarkIdentity"),
-        (config(benchmarkIdentity="nobody"), CREDENTIALS, None, "decider",
-         "benchmarkIdentity 'nobody' names no configured provider credential"),
+        (
+            config(benchmarkIdentity=None),
+            CREDENTIALS,
+            None,
+            "decider",
+            "decider runs need a benchmarkIdentity",
+        ),
+        (
+            config(benchmarkIdentity="nobody"),
+            CREDENTIALS,
+            None,
+            "decider",
+            "benchmarkIdentity 'nobody' names no configured provider credential",
+        ),
         (config(), frozenset(), None, "decider", "names no configured provider credential"),
-        (config(), CREDENTIALS, {"classifier": [], "decider": []}, "decider",
-         "the decider dataset is empty"),
+        (
+            config(),
+            CREDENTIALS,
+            {"classifier": [], "decider": []},
+            "decider",
+            "the decider dataset is empty",
+        ),
     ],
 )
 def test_start_run_rejected(
@@ -158,8 +183,9 @@ def test_start_run_rejected(
     when_kind: str,
     then_reason: str,
 ) -> None:
-    out = decide(start(when_kind), AdminState(config=given_config),
-                 credentials=credentials, cases=cases)
+    out = decide(
+        start(when_kind), AdminState(config=given_config), credentials=credentials, cases=cases
+    )
     assert types(out) == ["CommandRejected"]
     assert out.jobs == ()
     rejected = out.events[0]
@@ -179,28 +205,43 @@ def test_classifier_runs_need_no_benchmark_identity(identity: str | None) -> Non
 def test_run_start_snapshots_config_and_fans_out() -> None:
     out = decide(start("decider"))
     run_id = run_id_for(CID)
-    assert types(out) == ["CommandAccepted", "RunStarted", "RunModelEnqueued",
-                          "RunModelEnqueued", "CaseJobsFannedOut"]
+    assert types(out) == [
+        "CommandAccepted",
+        "RunStarted",
+        "RunModelEnqueued",
+        "RunModelEnqueued",
+        "CaseJobsFannedOut",
+    ]
     assert all(e.correlation_id == CID for e in out.events)
     started = out.events[1]
     assert isinstance(started, RunStarted)
     assert (started.run_id, started.kind, started.force, started.config, started.dataset_size) == (
-        run_id, "decider", False, config(), 7)
+        run_id,
+        "decider",
+        False,
+        config(),
+        7,
+    )
     enqueued = [e for e in out.events if isinstance(e, RunModelEnqueued)]
-    assert [(e.model, e.reasoning_effort) for e in enqueued] == [("sim/d1", "low"),
-                                                               ("sim/d2", "high")]
+    assert [(e.model, e.reasoning_effort) for e in enqueued] == [
+        ("sim/d1", "low"),
+        ("sim/d2", "high"),
+    ]
     # 2 models x 2 chunks x 2 reps jobs; 2 models x 7 cases x 2 reps results.
     fan = out.events[-1]
     assert isinstance(fan, CaseJobsFannedOut)
     assert (fan.jobs, fan.expected_results) == (8, 28) == (len(out.jobs), 2 * 7 * 2)
-    assert {(j.model, j.reasoning_effort) for j in out.jobs} == {("sim/d1", "low"),
-                                                                ("sim/d2", "high")}
+    assert {(j.model, j.reasoning_effort) for j in out.jobs} == {
+        ("sim/d1", "low"),
+        ("sim/d2", "high"),
+    }
     assert all(j.run_id == run_id and j.kind == "decider" for j in out.jobs)
     assert all(j.credential == "bench" and j.max_concurrency == 3 for j in out.jobs)
     assert all(j.correlation_id == CID and j.attempt == 1 for j in out.jobs)
     covered = sorted((j.model, c, j.rep) for j in out.jobs for c in j.case_ids)
-    assert covered == sorted((m, c, r) for m in ("sim/d1", "sim/d2")
-                             for c in CASES["decider"] for r in range(2))
+    assert covered == sorted(
+        (m, c, r) for m in ("sim/d1", "sim/d2") for c in CASES["decider"] for r in range(2)
+    )
 
 
 @pytest.mark.parametrize(
@@ -237,14 +278,30 @@ H_BOTH = dict([record("decider", "sim/d1", "low"), record("decider", "sim/d2", "
         # forced: history ignored
         (config(), H_BOTH, "decider", True, [], ["sim/d1", "sim/d2"]),
         # a changed reasoning effort is another model for carrying
-        (config(deciderModels=(DeciderModel(model="sim/d1", reasoningEffort="high"),
-                               DeciderModel(model="sim/d2", reasoningEffort="high"))),
-         H_BOTH, "decider", False, ["sim/d2"], ["sim/d1"]),
+        (
+            config(
+                deciderModels=(
+                    DeciderModel(model="sim/d1", reasoningEffort="high"),
+                    DeciderModel(model="sim/d2", reasoningEffort="high"),
+                )
+            ),
+            H_BOTH,
+            "decider",
+            False,
+            ["sim/d2"],
+            ["sim/d1"],
+        ),
         # decider history does not carry a classifier model of the same name
         (config(classifierModels=("sim/d1",)), H_BOTH, "classifier", False, [], ["sim/d1"]),
         # classifier history carries classifier models (no effort)
-        (config(), dict([record("classifier", "sim/c2", None)]), "classifier", False,
-         ["sim/c2"], ["sim/c1"]),
+        (
+            config(),
+            dict([record("classifier", "sim/c2", None)]),
+            "classifier",
+            False,
+            ["sim/c2"],
+            ["sim/c1"],
+        ),
     ],
 )
 def test_carried_vs_enqueued(
@@ -262,8 +319,11 @@ def test_carried_vs_enqueued(
     assert [e.model for e in enqueued] == then_enqueued
     assert sorted({j.model for j in out.jobs}) == then_enqueued
     n_cases = len(CASES[when_kind])
-    reps = (given_config.classifierRepetitions if when_kind == "classifier"
-            else given_config.deciderRepetitions)
+    reps = (
+        given_config.classifierRepetitions
+        if when_kind == "classifier"
+        else given_config.deciderRepetitions
+    )
     fan = out.events[-1]
     assert isinstance(fan, CaseJobsFannedOut)
     assert fan.expected_results == len(then_enqueued) * n_cases * reps
@@ -276,9 +336,15 @@ def test_carried_vs_enqueued(
 
 def test_carrying_a_carried_summary_keeps_the_measuring_run() -> None:
     measured_in_run0 = summary("sim/d1", carried=True, source_run_id="run-0")
-    history = {history_key("decider", "sim/d1", "low"): ModelRecord(
-        kind="decider", model="sim/d1", reasoning_effort="low", run_id="run-1",
-        summaries=(measured_in_run0,))}
+    history = {
+        history_key("decider", "sim/d1", "low"): ModelRecord(
+            kind="decider",
+            model="sim/d1",
+            reasoning_effort="low",
+            run_id="run-1",
+            summaries=(measured_in_run0,),
+        )
+    }
     out = decide(start(), history=history)
     carried = next(e for e in out.events if isinstance(e, RunModelCarried))
     assert carried.source_run_id == "run-1"

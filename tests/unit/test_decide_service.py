@@ -160,7 +160,7 @@ def make(
             decisions_topic="t.decisions",
         ),
         live=live,
-        sessions=sessions,
+        sessions=sessions,  # type: ignore[arg-type]
         provider=provider,
         emitter=emitter,  # type: ignore[arg-type]
         metrics=DecideMetrics(),
@@ -300,3 +300,97 @@ def test_cache_keeps_the_newest_entries_and_refuses_fallbacks() -> None:
 def test_session_records_are_strict(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SessionRecord.model_validate(bad)
+
+
+# ---- the hot path's hand-rolled validation agrees with DecideRequest ------------------------
+
+FAST_CASES: list[object] = [
+    {"conversationId": "c", "messages": [{"role": "user", "content": "hi"}]},
+    {"conversationId": "c", "messages": [{"role": "user", "content": None, "name": "n"}]},
+    {
+        "conversationId": "c",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "x", "n": None}, "y"]},
+            {"role": "assistant", "tool_calls": [{"id": "1"}], "extra": {"k": None}, "z": None},
+        ],
+        "hints": {"user_id": "u", "requested_model": None, "other": [1, None]},
+    },
+    {"conversationId": "c", "messages": [{"role": "user"}], "hints": None},
+    {"conversationId": "c", "messages": [{"role": "user"}], "hints": {}},
+    {"conversation_id": "c", "messages": [{"role": "user"}]},  # alias: pydantic decides
+    # invalid, each in its own way
+    {"messages": [{"role": "user"}]},
+    {"conversationId": "", "messages": [{"role": "user"}]},
+    {"conversationId": "x" * 201, "messages": [{"role": "user"}]},
+    {"conversationId": 7, "messages": [{"role": "user"}]},
+    {"conversationId": "c", "messages": []},
+    {"conversationId": "c", "messages": {}},
+    {"conversationId": "c", "messages": [{"content": "no role"}]},
+    {"conversationId": "c", "messages": [{"role": ""}]},
+    {"conversationId": "c", "messages": [{"role": "r" * 65}]},
+    {"conversationId": "c", "messages": [{"role": "user", "content": 5}]},
+    {"conversationId": "c", "messages": [{"role": "user", "content": [5]}]},
+    {"conversationId": "c", "messages": [{"role": "user", "name": "n" * 257}]},
+    {"conversationId": "c", "messages": [{"role": "user", "tool_calls": ["x"]}]},
+    {"conversationId": "c", "messages": ["user"]},
+    {"conversationId": "c", "messages": [{"role": "user"}], "bogus": 1},
+    {"conversationId": "c", "messages": [{"role": "user"}], "hints": {"user_id": 3}},
+    {"conversationId": "c", "messages": [{"role": "user"}], "hints": {"user_id": "u" * 201}},
+    {"conversationId": "c", "messages": [{"role": "user"}], "hints": []},
+    [],
+    "text",
+]
+
+
+@pytest.mark.parametrize("data", FAST_CASES)
+def test_parse_fast_accepts_a_subset_of_decide_request_and_dumps_the_same(data: object) -> None:
+    from pydantic import ValidationError
+
+    from api.decide.models import DecideRequest, parse_fast
+
+    fast = parse_fast(data)
+    try:
+        model = DecideRequest.model_validate(data)
+    except ValidationError:
+        assert fast is None  # never accepts what the model rejects
+        return
+    if fast is None:  # unusual but valid: the slow path serves it
+        assert isinstance(data, dict) and "conversation_id" in data
+        return
+    cid, messages, hints = fast
+    assert cid == model.conversationId
+    dumped = [m.model_dump(exclude_none=True) for m in model.messages]
+    assert messages == dumped
+    assert [list(m) for m in messages] == [list(m) for m in dumped]  # key order too
+    assert hints == (model.hints.model_dump(exclude_none=True) if model.hints else None)
+
+
+def test_json_lines_handler_buffers_and_flushes() -> None:
+    import io
+    import logging
+
+    from api.decide.service import JsonLinesHandler
+
+    stream = io.BytesIO()
+    handler = JsonLinesHandler(stream, max_bytes=20)  # type: ignore[arg-type]
+    handler.write_line(b'{"a":1}')  # no running loop: written through
+    assert stream.getvalue() == b'{"a":1}\n'
+    handler.emit(logging.makeLogRecord({"msg": "plain"}))
+    assert stream.getvalue().endswith(b"plain\n")
+
+
+async def test_json_lines_handler_flushes_on_the_loop() -> None:
+    import io
+
+    from api.decide.service import JsonLinesHandler
+
+    stream = io.BytesIO()
+    handler = JsonLinesHandler(stream, interval_s=0.01)  # type: ignore[arg-type]
+    handler.write_line(b"1")
+    handler.write_line(b"2")
+    assert stream.getvalue() == b""  # buffered
+    await asyncio.sleep(0.05)
+    assert stream.getvalue() == b"1\n2\n"
+    handler.write_line(b"3")
+    handler.close()
+    assert stream.getvalue() == b"1\n2\n3\n"

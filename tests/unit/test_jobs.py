@@ -15,9 +15,14 @@ from contracts.jobs import CHUNK_SIZE, MAX_JOB_ATTEMPTS, CaseJob, chunked, plan_
 
 def plan(**kw: Any) -> list[CaseJob]:
     base: dict[str, Any] = dict(
-        run_id="run-1", kind="decider", models=[("sim/a", "low"), ("sim/b", "high")],
-        case_ids=[f"k{i:02d}" for i in range(12)], repetitions=2, credential="bench",
-        correlation_id="cmd-1", max_concurrency=3,
+        run_id="run-1",
+        kind="decider",
+        models=[("sim/a", "low"), ("sim/b", "high")],
+        case_ids=[f"k{i:02d}" for i in range(12)],
+        repetitions=2,
+        credential="bench",
+        correlation_id="cmd-1",
+        max_concurrency=3,
     )
     return plan_jobs(**{**base, **kw})
 
@@ -28,8 +33,11 @@ def plan(**kw: Any) -> list[CaseJob]:
         ([], 5, []),
         (["a"], 5, [("a",)]),
         (["c", "a", "b"], 2, [("a", "b"), ("c",)]),  # sorted first: input order is irrelevant
-        ([f"k{i}" for i in range(10)], 5, [tuple(f"k{i}" for i in range(5)),
-                                          tuple(f"k{i}" for i in range(5, 10))]),
+        (
+            [f"k{i}" for i in range(10)],
+            5,
+            [tuple(f"k{i}" for i in range(5)), tuple(f"k{i}" for i in range(5, 10))],
+        ),
     ],
 )
 def test_chunked(cases: list[str], size: int, then: list[tuple[str, ...]]) -> None:
@@ -49,7 +57,11 @@ def test_plan_fields() -> None:
         assert j.job_id == case_job_id("run-1", j.model, j.chunk, j.rep)
         assert j.reasoning_effort == {"sim/a": "low", "sim/b": "high"}[j.model]
         assert (j.run_id, j.kind, j.credential, j.correlation_id) == (
-            "run-1", "decider", "bench", "cmd-1")
+            "run-1",
+            "decider",
+            "bench",
+            "cmd-1",
+        )
         assert (j.max_concurrency, j.attempt) == (3, 1)
     assert len({j.job_id for j in plan()}) == 12
 
@@ -88,8 +100,14 @@ def test_plan_property(n_models: int, n_cases: int, reps: int, size: int) -> Non
 
 @pytest.mark.parametrize(
     "bad",
-    [{"case_ids": ()}, {"attempt": 0}, {"chunk": -1}, {"rep": -1}, {"max_concurrency": 0},
-     {"surprise": 1}],
+    [
+        {"case_ids": ()},
+        {"attempt": 0},
+        {"chunk": -1},
+        {"rep": -1},
+        {"max_concurrency": 0},
+        {"surprise": 1},
+    ],
 )
 def test_case_job_rejects_invalid_fields(bad: dict[str, Any]) -> None:
     good = plan()[0].model_dump()

@@ -57,37 +57,87 @@ def config(**kw: Any) -> BenchmarkConfig:
     return BenchmarkConfig(**{**base, **kw})
 
 
-def header(kind: Any = "decider", models: Sequence[str] = tuple(MODELS), reps: int = 1,
-           carried: Sequence[RunModelCarried] = (), n_cases: int = len(CASES)) -> list[EventBase]:
-    evs: list[EventBase] = [RunStarted(event_id=derive_id("RunStarted", RUN), occurred_at=NOW,
-                                       correlation_id="cmd", run_id=RUN, kind=kind, force=False,
-                                       config=config(), dataset_size=n_cases)]
-    evs += [RunModelEnqueued(event_id=derive_id("RunModelEnqueued", RUN, m), occurred_at=NOW,
-                             run_id=RUN, model=m,
-                             reasoning_effort=MODELS[m] if kind == "decider" else None)
-            for m in models]
+def header(
+    kind: Any = "decider",
+    models: Sequence[str] = tuple(MODELS),
+    reps: int = 1,
+    carried: Sequence[RunModelCarried] = (),
+    n_cases: int = len(CASES),
+) -> list[Any]:  # events; Any so `header() + results` type-checks
+    evs: list[EventBase] = [
+        RunStarted(
+            event_id=derive_id("RunStarted", RUN),
+            occurred_at=NOW,
+            correlation_id="cmd",
+            run_id=RUN,
+            kind=kind,
+            force=False,
+            config=config(),
+            dataset_size=n_cases,
+        )
+    ]
+    evs += [
+        RunModelEnqueued(
+            event_id=derive_id("RunModelEnqueued", RUN, m),
+            occurred_at=NOW,
+            run_id=RUN,
+            model=m,
+            reasoning_effort=MODELS[m] if kind == "decider" else None,
+        )
+        for m in models
+    ]
     evs += list(carried)
-    evs.append(CaseJobsFannedOut(event_id=derive_id("CaseJobsFannedOut", RUN), occurred_at=NOW,
-                                 run_id=RUN, jobs=len(models) * reps,
-                                 expected_results=len(models) * n_cases * reps))
+    evs.append(
+        CaseJobsFannedOut(
+            event_id=derive_id("CaseJobsFannedOut", RUN),
+            occurred_at=NOW,
+            run_id=RUN,
+            jobs=len(models) * reps,
+            expected_results=len(models) * n_cases * reps,
+        )
+    )
     return evs
 
 
-def graded(model: str, case: str, rep: int = 0, score: float = 1.0, latency: float = 100.0,
-           kind: Any = "decider", cost: float | None = -1.0) -> CaseGraded:
+def graded(
+    model: str,
+    case: str,
+    rep: int = 0,
+    score: float = 1.0,
+    latency: float = 100.0,
+    kind: Any = "decider",
+    cost: float | None = -1.0,
+) -> CaseGraded:
     return CaseGraded(
-        event_id=case_result_id(RUN, model, case, rep), occurred_at=NOW, run_id=RUN, kind=kind,
-        model=model, case_id=case, rep=rep, tier=CASES[case], score=score, latency_ms=latency,
-        cost_usd=COST[model] if cost == -1.0 else cost, timed_out=False,
+        event_id=case_result_id(RUN, model, case, rep),
+        occurred_at=NOW,
+        run_id=RUN,
+        kind=kind,
+        model=model,
+        case_id=case,
+        rep=rep,
+        tier=CASES[case],
+        score=score,
+        latency_ms=latency,
+        cost_usd=COST[model] if cost == -1.0 else cost,
+        timed_out=False,
         job_id=case_job_id(RUN, model, 0, rep),
     )
 
 
 def dead(model: str, cases: Sequence[str], rep: int = 0) -> CaseJobDeadLettered:
     job = case_job_id(RUN, model, 0, rep)
-    return CaseJobDeadLettered(event_id=derive_id("CaseJobDeadLettered", job), occurred_at=NOW,
-                               run_id=RUN, job_id=job, model=model, case_ids=tuple(cases),
-                               rep=rep, attempts=3, error="boom")
+    return CaseJobDeadLettered(
+        event_id=derive_id("CaseJobDeadLettered", job),
+        occurred_at=NOW,
+        run_id=RUN,
+        job_id=job,
+        model=model,
+        case_ids=tuple(cases),
+        rep=rep,
+        attempts=3,
+        error="boom",
+    )
 
 
 def fold(events: Iterable[EventBase], progress: RunProgress | None = None) -> RunProgress:
@@ -101,8 +151,11 @@ def fold(events: Iterable[EventBase], progress: RunProgress | None = None) -> Ru
 def all_graded(models: Sequence[str] = tuple(MODELS), kind: Any = "decider") -> list[CaseGraded]:
     # cheap: right on low only; mid: low + medium; big: everything.
     rank = {"low": 0, "medium": 1, "high": 2}
-    return [graded(m, c, score=1.0 if rank[t] <= rank[MODELS[m]] else 0.0, kind=kind)
-            for m in models for c, t in CASES.items()]
+    return [
+        graded(m, c, score=1.0 if rank[t] <= rank[MODELS[m]] else 0.0, kind=kind)
+        for m in models
+        for c, t in CASES.items()
+    ]
 
 
 # ---------------------------------------------------------------------------- completion
@@ -123,8 +176,9 @@ def test_not_complete_until_every_expected_result_is_in() -> None:
         (all_graded(), False),  # results without RunStarted/fan-out: no expectation yet
     ],
 )
-def test_no_completion_without_an_expectation(given_events: list[EventBase],
-                                              then_complete: bool) -> None:
+def test_no_completion_without_an_expectation(
+    given_events: list[EventBase], then_complete: bool
+) -> None:
     if given_events:
         assert is_complete(fold(given_events)) is then_complete
     else:
@@ -173,14 +227,27 @@ def test_all_carried_run_completes_on_its_fan_out() -> None:
 
 def carried_event(model: str) -> RunModelCarried:
     summaries = tuple(
-        ModelSummary(model=model, tier=t, accuracy=1.0 if t <= MODELS[model] or t == "low"
-                     else 0.0, accuracy_lower_bound=0.5, graded=2, avg_cost_usd=COST[model],
-                     carried=True, source_run_id="run-0")
+        ModelSummary(
+            model=model,
+            tier=t,
+            accuracy=1.0 if t <= MODELS[model] or t == "low" else 0.0,
+            accuracy_lower_bound=0.5,
+            graded=2,
+            avg_cost_usd=COST[model],
+            carried=True,
+            source_run_id="run-0",
+        )
         for t in TIERS
     )
-    return RunModelCarried(event_id=derive_id("RunModelCarried", RUN, model), occurred_at=NOW,
-                           run_id=RUN, model=model, reasoning_effort=MODELS[model],
-                           source_run_id="run-0", summaries=summaries)
+    return RunModelCarried(
+        event_id=derive_id("RunModelCarried", RUN, model),
+        occurred_at=NOW,
+        run_id=RUN,
+        model=model,
+        reasoning_effort=MODELS[model],
+        source_run_id="run-0",
+        summaries=summaries,
+    )
 
 
 # ---------------------------------------------------------------------------- completion events
@@ -212,9 +279,11 @@ def test_publish_is_skipped_naming_the_empty_tier() -> None:
 
 
 def test_classifier_completion_publishes_the_winner() -> None:
-    results = [graded(m, c, score=s, kind="classifier")
-               for m, s in (("sim/cheap", 0.3), ("sim/mid", 0.8), ("sim/big", 0.95))
-               for c in CASES]
+    results = [
+        graded(m, c, score=s, kind="classifier")
+        for m, s in (("sim/cheap", 0.3), ("sim/mid", 0.8), ("sim/big", 0.95))
+        for c in CASES
+    ]
     p = fold(header(kind="classifier") + results)
     evs = completion_events(p, now=LATER)
     winner = next(e for e in evs if isinstance(e, ClassifierWinnerPublished)).winner
@@ -223,19 +292,26 @@ def test_classifier_completion_publishes_the_winner() -> None:
 
 
 def test_carried_summaries_join_the_measured_ones() -> None:
-    p = fold(header(models=("sim/cheap", "sim/mid"), carried=[carried_event("sim/big")])
-             + all_graded(("sim/cheap", "sim/mid")))
+    p = fold(
+        header(models=("sim/cheap", "sim/mid"), carried=[carried_event("sim/big")])
+        + all_graded(("sim/cheap", "sim/mid"))
+    )
     assert is_complete(p)
     summaries = run_summaries(p)
     assert {(s.model, s.carried) for s in summaries} == {
-        ("sim/cheap", False), ("sim/mid", False), ("sim/big", True)}
+        ("sim/cheap", False),
+        ("sim/mid", False),
+        ("sim/big", True),
+    }
     evs = completion_events(p, now=LATER)
     assert sum(isinstance(e, ModelSummarized) for e in evs) == 9
     table = next(e for e in evs if isinstance(e, RoutingTablePublished)).table
     assert table.tiers["high"][0].model == "sim/big"
     # only measured models are recorded for carrying into later runs
     assert [(r.model, r.reasoning_effort, r.run_id) for r in measured_records(p)] == [
-        ("sim/cheap", "low", RUN), ("sim/mid", "medium", RUN)]
+        ("sim/cheap", "low", RUN),
+        ("sim/mid", "medium", RUN),
+    ]
 
 
 # ---------------------------------------------------------------------------- hypothesis
@@ -252,27 +328,43 @@ def run_logs(draw: st.DrawFn) -> tuple[list[EventBase], list[EventBase]]:
         for rep in range(2):
             fate = draw(st.sampled_from(["graded", "dead", "partial"]))
             cases = list(CASES)
-            n_graded = {"graded": len(cases), "dead": 0,
-                        "partial": draw(st.integers(1, len(cases) - 1))}[fate]
+            n_graded = {
+                "graded": len(cases),
+                "dead": 0,
+                "partial": draw(st.integers(1, len(cases) - 1)),
+            }[fate]
             for c in cases[:n_graded]:
-                events.append(graded(model, c, rep, score=draw(st.sampled_from([0.0, 0.5, 1.0])),
-                                     latency=draw(st.floats(1, 1000)),
-                                     cost=draw(st.one_of(st.none(), st.floats(0, 1)))))
+                events.append(
+                    graded(
+                        model,
+                        c,
+                        rep,
+                        score=draw(st.sampled_from([0.0, 0.5, 1.0])),
+                        latency=draw(st.floats(1, 1000)),
+                        cost=draw(st.one_of(st.none(), st.floats(0, 1))),
+                    )
+                )
             if fate != "graded":
                 events.append(dead(model, cases, rep))
     redelivered = list(events)
     redelivered += draw(st.lists(st.sampled_from(events), max_size=30))  # duplicates
     # A re-executed case: same derived id, different measurements (a retry after a crash).
-    for e in draw(st.lists(st.sampled_from([e for e in events if isinstance(e, CaseGraded)]),
-                           max_size=3)):
-        redelivered.append(e.model_copy(update={"latency_ms": e.latency_ms + 7.0,
-                                                "cost_usd": None}))
+    for e in draw(
+        st.lists(st.sampled_from([e for e in events if isinstance(e, CaseGraded)]), max_size=3)
+    ):
+        redelivered.append(
+            e.model_copy(update={"latency_ms": e.latency_ms + 7.0, "cost_usd": None})
+        )
     return events, draw(st.permutations(redelivered))
 
 
 def observable(p: RunProgress) -> tuple[Any, ...]:
     return (
-        p.seen, p.graded, p.ungraded, p.expected, is_complete(p),
+        p.seen,
+        p.graded,
+        p.ungraded,
+        p.expected,
+        is_complete(p),
         [s.model_dump() for s in run_summaries(p)],
         [encode_event(e) for e in completion_events(p, now=LATER)] if is_complete(p) else None,
         [r.model_dump() for r in measured_records(p)],
@@ -292,7 +384,8 @@ def test_duplicates_and_reordering_leave_the_fold_unchanged(
 @settings(max_examples=100, deadline=None)
 @given(st.permutations(all_graded()), st.lists(st.integers(0, 17), max_size=20))
 def test_completion_fires_once_on_the_last_new_result(
-    results: list[CaseGraded], dupes: list[int],
+    results: list[CaseGraded],
+    dupes: list[int],
 ) -> None:
     """Streaming (as the aggregator does): whatever the order and duplicates, completion
     happens exactly once, when the last distinct result arrives, with the same events."""
