@@ -13,7 +13,8 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || bash scripts/services.sh install
+	@test -x $(VENV)/bin/pip || { rm -rf $(VENV); python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
@@ -48,4 +49,5 @@ demo: services-up ## set up everything and run the main job end to end
 	$(PY) -m api.cli demo
 
 clean-state: services-down ## stop services and delete all local state (.state/)
+	@if [ -L .state/postgres ]; then rm -rf "$$(readlink .state/postgres)"; fi
 	rm -rf .state

@@ -26,7 +26,12 @@ DOCKER_DIR="$STATE/docker"
 log() { printf '\033[1;34m[services]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[services] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file left by a reboot may name an unrelated process: check what it runs too.
+alive() {
+  [ -f "$1" ] || return 1
+  local pid; pid="$(cat "$1")"
+  kill -0 "$pid" 2>/dev/null && grep -q "${2:-}" "/proc/$pid/cmdline" 2>/dev/null
+}
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
@@ -45,7 +50,8 @@ install_packages() {
   command -v kcat >/dev/null || missing+=(kcat)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || missing+=(postgresql)
-  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  command -v java >/dev/null || missing+=(default-jre-headless)
+  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   command -v mvn >/dev/null || missing+=(maven)
   # Debian's Chromium drives the admin page's browser tests (no browser downloads here).
   [ -x /usr/bin/chromium ] || missing+=(chromium)
@@ -125,7 +131,7 @@ kafka_up() {
     kafka_java kafka.tools.StorageTool format --standalone -t "$cid" \
       -c "$KAFKA_DIR/server.properties" >/dev/null
   fi
-  if alive "$KAFKA_DIR/kafka.pid"; then
+  if alive "$KAFKA_DIR/kafka.pid" kafka.Kafka; then
     log "kafka already running (pid $(cat "$KAFKA_DIR/kafka.pid"))"
   elif port_open "$KAFKA_PORT"; then
     log "a broker already answers on 127.0.0.1:$KAFKA_PORT; using it"
@@ -144,7 +150,7 @@ kafka_up() {
 }
 
 kafka_down() {
-  if alive "$KAFKA_DIR/kafka.pid"; then
+  if alive "$KAFKA_DIR/kafka.pid" kafka.Kafka; then
     local pid; pid="$(cat "$KAFKA_DIR/kafka.pid")"
     log "stopping kafka (pid $pid)"
     kill "$pid"
@@ -190,7 +196,10 @@ shared_buffers = 128MB
 fsync = on
 EOF
   fi
-  if pg_ready; then
+  if pg_ready && [ ! -f "$data/postmaster.pid" ]; then
+    die "port $PG_PORT is taken by another PostgreSQL (Debian's own cluster?): stop it \
+(pg_ctlcluster 15 main stop) or set PROVENROUTE_PG_PORT and PROVENROUTE_DATABASE_URL"
+  elif pg_ready; then
     log "postgres already answering on 127.0.0.1:$PG_PORT"
   else
     log "starting postgres on 127.0.0.1:$PG_PORT"
@@ -252,7 +261,7 @@ base_image() {
 }
 
 docker_down() {
-  if [ -f "$DOCKER_DIR/started-by-us" ] && alive "$DOCKER_DIR/dockerd.pid"; then
+  if [ -f "$DOCKER_DIR/started-by-us" ] && alive "$DOCKER_DIR/dockerd.pid" dockerd; then
     local pid; pid="$(cat "$DOCKER_DIR/dockerd.pid")"
     log "stopping dockerd (pid $pid)"
     kill "$pid"
