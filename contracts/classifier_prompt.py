@@ -148,8 +148,7 @@ def _render_turn(turn: Turn) -> str:
     if len(text) > MAX_MESSAGE_CHARS:
         omitted = len(text) - _HEAD_CHARS - _TAIL_CHARS
         text = (
-            f"{text[:_HEAD_CHARS]}\n[... {omitted} characters omitted ...]\n"
-            f"{text[-_TAIL_CHARS:]}"
+            f"{text[:_HEAD_CHARS]}\n[... {omitted} characters omitted ...]\n{text[-_TAIL_CHARS:]}"
         )
     if turn.tool_calls:
         listed = [n[:_MAX_LABEL_CHARS] for n in turn.tool_calls[:_MAX_LISTED_TOOL_CALLS]]
@@ -308,9 +307,7 @@ def _classification_of(obj: dict[str, Any]) -> Classification | ParseFailure:
             return ParseFailure(reason=f"invalid value {_show(value)} for {field}")
     task, subtask = obj["taskType"], obj["subtaskType"]
     if not subtype_belongs(task, subtask):
-        return ParseFailure(
-            reason=f"subtaskType {subtask!r} does not belong to taskType {task!r}"
-        )
+        return ParseFailure(reason=f"subtaskType {subtask!r} does not belong to taskType {task!r}")
     return Classification.model_validate({f: obj[f] for f in CLASSIFICATION_FIELDS})
 
 

@@ -68,9 +68,7 @@ def encode_command(command: CommandBase) -> bytes:
     return orjson.dumps(command.model_dump(mode="json"))
 
 
-def decode_event(
-    raw: bytes, upcasters: Mapping[tuple[str, int], Upcaster] | None = None
-) -> Event:
+def decode_event(raw: bytes, upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> Event:
     """Parse, upcast and validate an event; raises DecodeError with a precise reason."""
     return _decode(
         raw,

@@ -245,22 +245,43 @@ def test_heuristic_marks_fallback_and_needs_reason() -> None:
 @pytest.mark.parametrize(
     ("text", "task", "subtask"),
     [
-        ("I get this traceback: KeyError in handler, what is the exception about?",
-         "debugging", "error_diagnosis"),
+        (
+            "I get this traceback: KeyError in handler, what is the exception about?",
+            "debugging",
+            "error_diagnosis",
+        ),
         ("The endpoint is slow, optimize the query latency", "debugging", "performance"),
-        ("Refactor this module: extract the parser and split the class",
-         "refactoring", "restructure"),
-        ("Migrate our tests from unittest to the new framework and upgrade",
-         "refactoring", "migration"),
+        (
+            "Refactor this module: extract the parser and split the class",
+            "refactoring",
+            "restructure",
+        ),
+        (
+            "Migrate our tests from unittest to the new framework and upgrade",
+            "refactoring",
+            "migration",
+        ),
         ("Write unit tests for the tokenizer with pytest", "code_generation", "tests"),
-        ("Design the architecture for a distributed job queue service",
-         "planning_design", "system_design"),
-        ("Run a shell script to rotate the log directory every night",
-         "agentic_execution", "shell_automation"),
-        ("Process the csv data in this workspace and aggregate the totals into a report",
-         "agentic_execution", "data_processing"),
-        ("What is the difference between asyncio and trio? Compare the libraries",
-         "investigation", "external_research"),
+        (
+            "Design the architecture for a distributed job queue service",
+            "planning_design",
+            "system_design",
+        ),
+        (
+            "Run a shell script to rotate the log directory every night",
+            "agentic_execution",
+            "shell_automation",
+        ),
+        (
+            "Process the csv data in this workspace and aggregate the totals into a report",
+            "agentic_execution",
+            "data_processing",
+        ),
+        (
+            "What is the difference between asyncio and trio? Compare the libraries",
+            "investigation",
+            "external_research",
+        ),
         ("hello", "investigation", "codebase_question"),
     ],
 )
@@ -292,8 +313,10 @@ def test_heuristic_complexity_and_risk() -> None:
     assert small.reasoningComplexity == "low"
     assert small.contextComplexity == "low"
     hard = heuristic_classification(
-        _user("Find the race condition in the distributed lock; it deletes production data "
-              "across the entire codebase\n" + "log line\n" * 1200),
+        _user(
+            "Find the race condition in the distributed lock; it deletes production data "
+            "across the entire codebase\n" + "log line\n" * 1200
+        ),
         reason="r",
     )
     assert hard.reasoningComplexity == "high"

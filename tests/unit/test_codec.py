@@ -57,8 +57,14 @@ def _reason(decode: Any, raw: bytes) -> str:
 
 def _command(**fields: Any) -> bytes:
     return orjson.dumps(
-        {"type": "StartRun", "schema_version": 1, "command_id": "c", "issued_at": AT,
-         "kind": "decider", **fields}
+        {
+            "type": "StartRun",
+            "schema_version": 1,
+            "command_id": "c",
+            "issued_at": AT,
+            "kind": "decider",
+            **fields,
+        }
     )
 
 
@@ -98,8 +104,15 @@ def test_encoding_is_compact_json_with_envelope_first() -> None:
 
 
 def test_minimal_start_run_uses_force_default() -> None:
-    raw = orjson.dumps({"type": "StartRun", "schema_version": 1, "command_id": "c",
-                        "issued_at": AT, "kind": "decider"})
+    raw = orjson.dumps(
+        {
+            "type": "StartRun",
+            "schema_version": 1,
+            "command_id": "c",
+            "issued_at": AT,
+            "kind": "decider",
+        }
+    )
     assert decode_command(raw) == StartRun(command_id="c", issued_at=AT, kind="decider")
 
 
@@ -151,19 +164,42 @@ def test_missing_field_is_named() -> None:
 
 def test_nested_field_path_is_named() -> None:
     config = {**CONFIG.model_dump(mode="json"), "minAccuracy": 1.5}
-    raw = orjson.dumps({"type": "SaveBenchmarkConfig", "schema_version": 1, "command_id": "c",
-                        "issued_at": AT, "config": config})
+    raw = orjson.dumps(
+        {
+            "type": "SaveBenchmarkConfig",
+            "schema_version": 1,
+            "command_id": "c",
+            "issued_at": AT,
+            "config": config,
+        }
+    )
     assert _reason(decode_command, raw) == (
         "invalid field config.minAccuracy: Input should be less than or equal to 1"
     )
     config = {**CONFIG.model_dump(mode="json"), "deciderRepetitions": 6}
-    raw = orjson.dumps({"type": "SaveBenchmarkConfig", "schema_version": 1, "command_id": "c",
-                        "issued_at": AT, "config": config})
+    raw = orjson.dumps(
+        {
+            "type": "SaveBenchmarkConfig",
+            "schema_version": 1,
+            "command_id": "c",
+            "issued_at": AT,
+            "config": config,
+        }
+    )
     assert _reason(decode_command, raw).startswith("invalid field config.deciderRepetitions:")
-    config = {**CONFIG.model_dump(mode="json"),
-              "deciderModels": [{"model": "sim/a", "reasoningEffort": "max"}]}
-    raw = orjson.dumps({"type": "SaveBenchmarkConfig", "schema_version": 1, "command_id": "c",
-                        "issued_at": AT, "config": config})
+    config = {
+        **CONFIG.model_dump(mode="json"),
+        "deciderModels": [{"model": "sim/a", "reasoningEffort": "max"}],
+    }
+    raw = orjson.dumps(
+        {
+            "type": "SaveBenchmarkConfig",
+            "schema_version": 1,
+            "command_id": "c",
+            "issued_at": AT,
+            "config": config,
+        }
+    )
     assert _reason(decode_command, raw).startswith(
         "invalid field config.deciderModels.0.reasoningEffort:"
     )
@@ -171,8 +207,15 @@ def test_nested_field_path_is_named() -> None:
 
 def test_model_level_error_is_reported() -> None:
     config = {**CONFIG.model_dump(mode="json"), "classifierModels": ["sim/a", "sim/a"]}
-    raw = orjson.dumps({"type": "SaveBenchmarkConfig", "schema_version": 1, "command_id": "c",
-                        "issued_at": AT, "config": config})
+    raw = orjson.dumps(
+        {
+            "type": "SaveBenchmarkConfig",
+            "schema_version": 1,
+            "command_id": "c",
+            "issued_at": AT,
+            "config": config,
+        }
+    )
     assert "duplicate classifier model" in _reason(decode_command, raw)
 
 
@@ -200,8 +243,15 @@ def test_event_decode_failures() -> None:
     assert _reason(decode_event, b'{"type": "RunStarted", "schema_version": 2}') == (
         "schema_version 2 of 'RunStarted' is newer than supported 1"
     )
-    raw = orjson.dumps({"type": "ClassifierOverrideSet", "schema_version": 1,
-                        "event_id": "e", "occurred_at": AT, "model": 42})
+    raw = orjson.dumps(
+        {
+            "type": "ClassifierOverrideSet",
+            "schema_version": 1,
+            "event_id": "e",
+            "occurred_at": AT,
+            "model": 42,
+        }
+    )
     assert _reason(decode_event, raw) == "invalid field model: Input should be a valid string"
 
 
@@ -224,8 +274,15 @@ def _override_v0_to_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "model": model, "schema_version": 1}
 
 
-V0_EVENT = orjson.dumps({"type": "ClassifierOverrideSet", "schema_version": 0,
-                         "event_id": "e", "occurred_at": AT, "classifier": "sim/old"})
+V0_EVENT = orjson.dumps(
+    {
+        "type": "ClassifierOverrideSet",
+        "schema_version": 0,
+        "event_id": "e",
+        "occurred_at": AT,
+        "classifier": "sim/old",
+    }
+)
 
 
 def test_event_upcaster_runs_before_validation() -> None:
@@ -253,8 +310,15 @@ def test_upcasters_chain_across_versions() -> None:
         ("ClassifierOverrideSet", -1): minus1_to_0,
         ("ClassifierOverrideSet", 0): zero_to_1,
     }
-    raw = orjson.dumps({"type": "ClassifierOverrideSet", "schema_version": -1,
-                        "event_id": "e", "occurred_at": AT, "who": "sim/older"})
+    raw = orjson.dumps(
+        {
+            "type": "ClassifierOverrideSet",
+            "schema_version": -1,
+            "event_id": "e",
+            "occurred_at": AT,
+            "who": "sim/older",
+        }
+    )
     decoded = decode_event(raw, upcasters=upcasters)
     assert isinstance(decoded, ClassifierOverrideSet) and decoded.model == "sim/older"
     assert seen == [-1, 0]
@@ -302,8 +366,15 @@ def test_register_refuses_duplicates_and_global_registries_start_empty() -> None
 
 
 def test_command_upcaster_registry_is_used() -> None:
-    raw = orjson.dumps({"type": "StartRun", "schema_version": 0, "command_id": "c",
-                        "issued_at": AT, "runKind": "decider"})
+    raw = orjson.dumps(
+        {
+            "type": "StartRun",
+            "schema_version": 0,
+            "command_id": "c",
+            "issued_at": AT,
+            "runKind": "decider",
+        }
+    )
 
     def rename(data: dict[str, Any]) -> dict[str, Any]:
         kind = data.pop("runKind")

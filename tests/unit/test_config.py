@@ -133,9 +133,11 @@ def test_routing_table_with_every_tier() -> None:
 def test_routing_table_rejects_an_empty_or_missing_tier(empty: str) -> None:
     tiers: dict[str, Any] = {tier: (_candidate(),) for tier in ("low", "medium", "high")}
     for value in ((), None):
-        broken = {**tiers, empty: value} if value is not None else {
-            k: v for k, v in tiers.items() if k != empty
-        }
+        broken = (
+            {**tiers, empty: value}
+            if value is not None
+            else {k: v for k, v in tiers.items() if k != empty}
+        )
         with pytest.raises(ValidationError, match=f"tier '{empty}' has no candidate"):
             RoutingTable.model_validate(
                 {

@@ -121,10 +121,12 @@ SAMPLES: list[EventBase] = [
         event_id="e3", command_type=None, reason="not JSON", raw_excerpt="{oops", **ENV
     ),
     ClassifierOverrideSet(event_id="e4", model=None, **ENV),
-    RunStarted(event_id="e5", run_id=RUN, kind="decider", force=True, config=CONFIG,
-               dataset_size=76, **ENV),
-    RunModelEnqueued(event_id="e6", run_id=RUN, model="sim/swift-mini", reasoning_effort="low",
-                     **ENV),
+    RunStarted(
+        event_id="e5", run_id=RUN, kind="decider", force=True, config=CONFIG, dataset_size=76, **ENV
+    ),
+    RunModelEnqueued(
+        event_id="e6", run_id=RUN, model="sim/swift-mini", reasoning_effort="low", **ENV
+    ),
     RunModelCarried(
         event_id="e7",
         run_id=RUN,
@@ -148,17 +150,28 @@ SAMPLES: list[EventBase] = [
         **ENV,
     ),
     ModelSummarized(event_id="e11", run_id=RUN, summary=SUMMARY, **ENV),
-    RunCompleted(event_id="e12", run_id=RUN, kind="decider", graded=74, ungraded=2,
-                 expected=76, **ENV),
+    RunCompleted(
+        event_id="e12", run_id=RUN, kind="decider", graded=74, ungraded=2, expected=76, **ENV
+    ),
     RoutingTablePublished(event_id="e13", run_id=RUN, table=TABLE, **ENV),
-    RoutingTablePublishSkipped(event_id="e14", run_id=RUN, empty_tiers=("high",),
-                               reason="tier high has no candidate", **ENV),
+    RoutingTablePublishSkipped(
+        event_id="e14",
+        run_id=RUN,
+        empty_tiers=("high",),
+        reason="tier high has no candidate",
+        **ENV,
+    ),
     ClassifierWinnerPublished(
         event_id="e15",
         run_id=RUN,
-        winner=ClassifierWinner(run_id=RUN, model="sim/classify-mini", accuracy=0.93,
-                                avgCostUsd=0.00004, p95LatencyMs=700.0,
-                                reason="cheapest_meeting_all"),
+        winner=ClassifierWinner(
+            run_id=RUN,
+            model="sim/classify-mini",
+            accuracy=0.93,
+            avgCostUsd=0.00004,
+            p95LatencyMs=700.0,
+            reason="cheapest_meeting_all",
+        ),
         **ENV,
     ),
     DecisionMade(
@@ -243,8 +256,16 @@ def test_derived_ids_are_stable_and_distinct() -> None:
     a = case_result_id(RUN, "sim/m", "case-1", 0)
     assert a == case_result_id(RUN, "sim/m", "case-1", 0)
     assert a == "d01f5d29-2762-5b2e-8bd5-a9998012575f"  # pinned: stored ids depend on the namespace
-    assert len({a, case_result_id(RUN, "sim/m", "case-1", 1),
-                case_result_id(RUN, "sim/n", "case-1", 0)}) == 3
+    assert (
+        len(
+            {
+                a,
+                case_result_id(RUN, "sim/m", "case-1", 1),
+                case_result_id(RUN, "sim/n", "case-1", 0),
+            }
+        )
+        == 3
+    )
     for parts in (("a",), ("x", "y"), ("ü" * 50, "", "z")):
         assert derive_id(*parts) == str(uuid.uuid5(PROVENROUTE_NAMESPACE, "\x1f".join(parts)))
     # The separator keeps part boundaries: ("a:b", "c") is not ("a", "b:c").
@@ -273,15 +294,23 @@ def test_case_graded_invariants() -> None:
 
 def test_case_graded_to_outcome() -> None:
     outcome = _graded(kind="decider", classification=None, score=1.0).to_outcome()
-    assert outcome == CaseOutcome(model="sim/classify-mini", case_id="debugging-bug_fix-001",
-                                  rep=0, tier="medium", score=1.0, latency_ms=412.0,
-                                  cost_usd=0.00004, timed_out=False)
+    assert outcome == CaseOutcome(
+        model="sim/classify-mini",
+        case_id="debugging-bug_fix-001",
+        rep=0,
+        tier="medium",
+        score=1.0,
+        latency_ms=412.0,
+        cost_usd=0.00004,
+        timed_out=False,
+    )
 
 
 def test_run_completed_must_add_up() -> None:
     with pytest.raises(ValidationError, match="!= expected"):
-        RunCompleted(event_id="e", run_id=RUN, kind="decider", graded=70, ungraded=2,
-                      expected=76, **ENV)
+        RunCompleted(
+            event_id="e", run_id=RUN, kind="decider", graded=70, ungraded=2, expected=76, **ENV
+        )
 
 
 def test_fan_out_expects_at_least_one_result_per_job() -> None:
@@ -291,13 +320,20 @@ def test_fan_out_expects_at_least_one_result_per_job() -> None:
 
 
 def test_carried_summaries_must_be_marked_and_match_model() -> None:
-    fields: dict[str, Any] = {"event_id": "e", "run_id": RUN, "model": "sim/swift-mini",
-                              "reasoning_effort": "low", "source_run_id": "run-0", **ENV}
+    fields: dict[str, Any] = {
+        "event_id": "e",
+        "run_id": RUN,
+        "model": "sim/swift-mini",
+        "reasoning_effort": "low",
+        "source_run_id": "run-0",
+        **ENV,
+    }
     with pytest.raises(ValidationError, match="carried=true"):
         RunModelCarried(summaries=(SUMMARY,), **fields)
     with pytest.raises(ValidationError, match="carried under model"):
-        RunModelCarried(summaries=(SUMMARY.model_copy(update={"model": "sim/x", "carried": True}),),
-                        **fields)
+        RunModelCarried(
+            summaries=(SUMMARY.model_copy(update={"model": "sim/x", "carried": True}),), **fields
+        )
 
 
 def test_published_table_and_winner_belong_to_their_run() -> None:
@@ -310,11 +346,21 @@ def test_published_table_and_winner_belong_to_their_run() -> None:
 
 def _decision(**changes: Any) -> DecisionMade:
     fields: dict[str, Any] = {
-        "event_id": "e", "decision_id": "d", "conversation_id": "c", "model": None,
-        "reasoning_effort": None, "tier": None, "sticky": False,
-        "null_reason": "no routing table", "classifier_model": "sim/classify-mini",
-        "classifier_cost_usd": None, "classification_fallback": False,
-        "table_version": None, "latency_ms": 1.0, **ENV, **changes,
+        "event_id": "e",
+        "decision_id": "d",
+        "conversation_id": "c",
+        "model": None,
+        "reasoning_effort": None,
+        "tier": None,
+        "sticky": False,
+        "null_reason": "no routing table",
+        "classifier_model": "sim/classify-mini",
+        "classifier_cost_usd": None,
+        "classification_fallback": False,
+        "table_version": None,
+        "latency_ms": 1.0,
+        **ENV,
+        **changes,
     }
     return DecisionMade(**fields)
 
@@ -334,5 +380,4 @@ def test_command_rejected_excerpt() -> None:
     excerpt = raw_excerpt(raw)
     assert len(excerpt) == RAW_EXCERPT_MAX and excerpt.startswith("\ufffd")
     with pytest.raises(ValidationError, match="raw_excerpt"):
-        CommandRejected(event_id="e", command_type=None, reason="r", raw_excerpt="x" * 501,
-                        **ENV)
+        CommandRejected(event_id="e", command_type=None, reason="r", raw_excerpt="x" * 501, **ENV)

@@ -92,8 +92,13 @@ def test_one_step_up_moves_score_by_weight_and_tier_never_down(
 @given(r=levels, c=levels, e=modes, k=levels)
 def test_derive_tier_matches_score(r: Any, c: Any, e: Any, k: Any) -> None:
     label = Classification.model_validate(
-        {**LABEL, "reasoningComplexity": r, "contextComplexity": c, "executionMode": e,
-         "riskLevel": k}
+        {
+            **LABEL,
+            "reasoningComplexity": r,
+            "contextComplexity": c,
+            "executionMode": e,
+            "riskLevel": k,
+        }
     )
     assert derive_tier(label) == tier_of_score(difficulty_score(r, c, e, k))
     assert 0 <= difficulty_score(r, c, e, k) <= 10
