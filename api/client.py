@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -149,8 +150,12 @@ async def demo_conversations(base_url: str, internal_secret: str, fallback_model
     """Send a few conversations (one of them twice: the second turn is sticky) and print
     each decision; `make demo` ends with this."""
     async with DecideClient(base_url, internal_secret, fallback_model=fallback_model) as client:
-        turns: list[tuple[str, list[dict[str, str]]]] = list(DEMO_CONVERSATIONS)
-        cid, first = DEMO_CONVERSATIONS[1]
+        # Fresh conversation ids each time: the first turns have no incumbent yet.
+        run = uuid.uuid4().hex[:6]
+        turns: list[tuple[str, list[dict[str, str]]]] = [
+            (f"{cid}-{run}", msgs) for cid, msgs in DEMO_CONVERSATIONS
+        ]
+        cid, first = turns[1]
         turns.append(
             (
                 cid,
@@ -165,7 +170,7 @@ async def demo_conversations(base_url: str, internal_secret: str, fallback_model
             r = await client.resolve(cid, messages)
             d = r.decision or {}
             print(
-                f"{cid:12} turn {sum(m['role'] == 'user' for m in messages)}: "
+                f"{cid:19} turn {sum(m['role'] == 'user' for m in messages)}: "
                 f"{r.path:8} model={r.model} effort={r.reasoning_effort} tier={d.get('tier')} "
                 f"sticky={d.get('sticky')} classifier={d.get('classifierModel')} "
                 f"cost=${d.get('classifierCostUsd')} {r.reason or ''} ({r.elapsed_ms:.0f} ms)"

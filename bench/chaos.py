@@ -677,10 +677,12 @@ class PostgresOutage(Scenario):
             alive=self.projector.alive,
         )
         n = self.tail.distinct(self.run_id)
-        before = self.projected_offsets()
         t_cut = time.monotonic()
         self.proxy.cut()
-        time.sleep(self.args.outage_s)
+        # A COMMIT already on the wire may still land: sample once the cut has settled.
+        time.sleep(1.0)
+        before = self.projected_offsets()
+        time.sleep(max(0.0, self.args.outage_s - 1.0))
         during = self.projected_offsets()
         n_after = self.tail.distinct(self.run_id)
         self.proxy.start()  # same port

@@ -197,8 +197,12 @@ fsync = on
 EOF
   fi
   if pg_ready && [ ! -f "$data/postmaster.pid" ]; then
-    die "port $PG_PORT is taken by another PostgreSQL (Debian's own cluster?): stop it \
-(pg_ctlcluster 15 main stop) or set PROVENROUTE_PG_PORT and PROVENROUTE_DATABASE_URL"
+    # Another server holds the port: usable only if it lets us in as we expect.
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -w -qtA -c 'select 1' >/dev/null 2>&1 \
+      || die "port $PG_PORT is taken by another PostgreSQL (Debian's own cluster?) that does \
+not trust local connections: stop it (pg_ctlcluster 15 main stop) or set PROVENROUTE_PG_PORT \
+and PROVENROUTE_DATABASE_URL"
+    log "another PostgreSQL answers on 127.0.0.1:$PG_PORT and trusts us; using it"
   elif pg_ready; then
     log "postgres already answering on 127.0.0.1:$PG_PORT"
   else

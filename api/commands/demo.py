@@ -99,6 +99,7 @@ def demo(
     env = {
         **os.environ,
         "PROVENROUTE_SIM_LATENCY_SCALE": str(latency_scale),
+        "COLUMNS": os.environ.get("COLUMNS", "160"),  # wide tables when piped
         # Simulated hangs must not stall the demo: a call gets 20 s at most.
         "PROVENROUTE_PROVIDER_TIMEOUT_S": os.environ.get("PROVENROUTE_PROVIDER_TIMEOUT_S", "20"),
     }
