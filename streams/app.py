@@ -129,6 +129,9 @@ class Worker:
             value_serializer="raw",
             stream_wait_empty=False,
             broker_commit_interval=0.5,
+            # A killed worker's partitions are reassigned after this, not Faust's 60 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
         )
         t = self.app.topic
         self.commands = t(settings.topic(specs.COMMANDS.name))
