@@ -20,6 +20,7 @@ import collections
 import contextlib
 import functools
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -69,6 +70,9 @@ class _IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
 
 
 faust_aiokafka.Transport.Producer = _IdempotentProducer
+
+RETRY_BACKOFF_S = 2.0
+"""A failed job is re-sent after attempt x this many seconds."""
 
 RESULT_SEP = "\x1e"
 """Between a run id and a result key in the results table's keys."""
@@ -167,6 +171,9 @@ class Worker:
         )
         self._progress: dict[str, RunProgress] = {}
         self._run_limits: dict[str, asyncio.Semaphore] = {}
+        self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._tasks: set[asyncio.Future[Any]] = set()
         self.app.agent(self.commands, name="commands")(self._commands_agent)
         self.app.agent(self.case_jobs, name="case-jobs")(self._jobs_agent)
@@ -332,7 +339,13 @@ class Worker:
             log.exception("dead-lettering failed")
 
     async def _run_job(self, job: CaseJob, limit: asyncio.Semaphore) -> None:
-        async with limit:
+        # At-least-once delivery can hand this worker two copies of one job (a redelivery
+        # and its retry): they run one after the other, so the second finds the first's
+        # results instead of fighting it for the job's container.
+        lock = self._job_locks.get(job.job_id)
+        if lock is None:
+            lock = self._job_locks[job.job_id] = asyncio.Lock()
+        async with lock, limit:
             try:
                 progress = self.run_progress(job.run_id)
                 if progress is not None and progress.completed:
@@ -355,6 +368,8 @@ class Worker:
                 log.warning(
                     "job %s attempt %d failed (%s); retrying", job.job_id, job.attempt, reason
                 )
+                # A pause before the retry, so a passing outage is not burnt through at once.
+                await asyncio.sleep(RETRY_BACKOFF_S * job.attempt)
                 retry = job.model_copy(update={"attempt": job.attempt + 1})
                 await self.case_jobs.send(
                     key=job.job_id.encode(), value=retry.model_dump_json().encode()
