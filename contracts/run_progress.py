@@ -30,7 +30,7 @@ from contracts.ids import derive_id
 from contracts.results import CaseOutcome, ModelSummary
 from contracts.routing_builder import PublishSkipped, build_routing_table
 from contracts.summaries import dedupe_outcomes, summarize
-from contracts.taxonomy import ReasoningEffort
+from contracts.taxonomy import ReasoningEffort, Tier
 from contracts.winner import (
     classifier_stats_from_outcomes,
     classifier_stats_from_summaries,
@@ -150,16 +150,7 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
     if p.kind == "decider":
         table = build_routing_table(summaries, config=p.config, run_id=p.run_id, published_at=now)
         if isinstance(table, PublishSkipped):
-            events.append(
-                RoutingTablePublishSkipped(
-                    event_id=derive_id("RoutingTablePublishSkipped", p.run_id),
-                    occurred_at=now,
-                    correlation_id=p.correlation_id,
-                    run_id=p.run_id,
-                    empty_tiers=table.empty_tiers,
-                    reason=table.reason,
-                )
-            )
+            events.append(_publish_skipped(p, now, table.empty_tiers, table.reason))
         else:
             events.append(
                 RoutingTablePublished(
@@ -200,52 +191,44 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
                 )
             )
     # Last, so a reader that sees RunCompleted has seen the publish too.
-    events.append(
-        RunCompleted(
-            event_id=derive_id("RunCompleted", p.run_id),
-            occurred_at=now,
-            correlation_id=p.correlation_id,
-            run_id=p.run_id,
-            kind=p.kind,
-            graded=p.graded,
-            ungraded=max(p.expected - p.graded, 0),
-            expected=p.graded + max(p.expected - p.graded, 0),
-        )
-    )
+    events.append(_run_completed(p, now))
     return events
+
+
+def _run_completed(p: RunProgress, now: str) -> RunCompleted:
+    assert p.kind is not None
+    ungraded = max((p.expected or 0) - p.graded, 0)
+    return RunCompleted(
+        event_id=derive_id("RunCompleted", p.run_id),
+        occurred_at=now,
+        correlation_id=p.correlation_id,
+        run_id=p.run_id,
+        kind=p.kind,
+        graded=p.graded,
+        ungraded=ungraded,
+        expected=p.graded + ungraded,
+    )
+
+
+def _publish_skipped(
+    p: RunProgress, now: str, empty_tiers: tuple[Tier, ...], reason: str
+) -> RoutingTablePublishSkipped:
+    return RoutingTablePublishSkipped(
+        event_id=derive_id("RoutingTablePublishSkipped", p.run_id),
+        occurred_at=now,
+        correlation_id=p.correlation_id,
+        run_id=p.run_id,
+        empty_tiers=empty_tiers,
+        reason=reason,
+    )
 
 
 def completion_failed(p: RunProgress, error: Exception, *, now: str) -> list[EventBase]:
     """Closes a run whose completion could not be computed, saying why (decider runs name it
     in a publish skip; the previous table stays live)."""
-    assert p.kind is not None
-    expected = p.graded + max((p.expected or 0) - p.graded, 0)
     reason = f"completion failed: {type(error).__name__}: {error}"[:1000]
-    events: list[EventBase] = []
-    if p.kind == "decider":
-        events.append(
-            RoutingTablePublishSkipped(
-                event_id=derive_id("RoutingTablePublishSkipped", p.run_id),
-                occurred_at=now,
-                correlation_id=p.correlation_id,
-                run_id=p.run_id,
-                empty_tiers=(),
-                reason=reason,
-            )
-        )
-    events.append(
-        RunCompleted(
-            event_id=derive_id("RunCompleted", p.run_id),
-            occurred_at=now,
-            correlation_id=p.correlation_id,
-            run_id=p.run_id,
-            kind=p.kind,
-            graded=p.graded,
-            ungraded=expected - p.graded,
-            expected=expected,
-        )
-    )
-    return events
+    skipped = [_publish_skipped(p, now, (), reason)] if p.kind == "decider" else []
+    return [*skipped, _run_completed(p, now)]
 
 
 def measured_records(p: RunProgress) -> list[ModelRecord]:

@@ -402,3 +402,19 @@ def test_completion_fires_once_on_the_last_new_result(
             p = fold(evs, p)
     reference = fold(header() + all_graded())
     assert fired == [[encode_event(x) for x in completion_events(reference, now=LATER)]]
+
+
+@pytest.mark.parametrize("kind", ["classifier", "decider"])
+def test_a_run_whose_completion_fails_is_closed_with_the_reason(kind: str) -> None:
+    from contracts.events import RoutingTablePublishSkipped, RunCompleted
+    from contracts.run_progress import RunProgress, completion_failed
+
+    p = RunProgress(run_id="r-1", kind=kind, config=config(), expected=10)  # type: ignore[arg-type]
+    events = completion_failed(p, ValueError("conflicting summaries"), now=NOW)
+    assert isinstance(events[-1], RunCompleted)
+    assert (events[-1].graded, events[-1].ungraded, events[-1].expected) == (0, 10, 10)
+    skips = [e for e in events if isinstance(e, RoutingTablePublishSkipped)]
+    if kind == "decider":
+        assert len(skips) == 1 and "conflicting summaries" in skips[0].reason
+    else:
+        assert not skips
