@@ -21,6 +21,7 @@ import httpx
 import typer
 
 from api.client import demo_conversations
+from api.commands.infra import ensure_topics
 from api.commands.runs import console
 from api.commands.services import collect_health
 from api.settings import PROJECT_ROOT, Settings
@@ -87,6 +88,8 @@ def demo(
     """Run the benchmark-and-publish story end to end on the SIMULATED fleet."""
     settings = Settings()
     console.rule("[bold]provenroute demo[/] (models are SIMULATED)")
+    with contextlib.suppress(Exception):  # a broker that is down is reported just below
+        asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topic_prefix))
     health = collect_health(settings)
     for h in health:
         console.print(f"  {h.name:9} {'[green]up[/]' if h.ok else '[red]down[/]'}  {h.detail}")
