@@ -151,47 +151,24 @@ def _start_run(
     credentials: frozenset[str],
 ) -> CommandOutcome:
     cid = command.command_id
+
+    def refuse(reason: str) -> CommandOutcome:
+        return CommandOutcome(events=(reject(cid, command.type, reason, now=now),))
+
     config = state.config
     if config is None:
-        return CommandOutcome(
-            events=(
-                reject(
-                    cid,
-                    command.type,
-                    "no benchmark config saved: post SaveBenchmarkConfig before starting a run",
-                    now=now,
-                ),
-            )
-        )
+        return refuse("no benchmark config saved: post SaveBenchmarkConfig before starting a run")
     if command.kind == "decider":
         if config.benchmarkIdentity is None:
-            return CommandOutcome(
-                events=(
-                    reject(
-                        cid,
-                        command.type,
-                        "decider runs need a benchmarkIdentity in the saved config",
-                        now=now,
-                    ),
-                )
-            )
+            return refuse("decider runs need a benchmarkIdentity in the saved config")
         if config.benchmarkIdentity not in credentials:
-            return CommandOutcome(
-                events=(
-                    reject(
-                        cid,
-                        command.type,
-                        f"benchmarkIdentity {config.benchmarkIdentity!r} names no configured "
-                        "provider credential",
-                        now=now,
-                    ),
-                )
+            return refuse(
+                f"benchmarkIdentity {config.benchmarkIdentity!r} names no configured "
+                "provider credential"
             )
     cases = list(case_ids.get(command.kind, ()))
     if not cases:
-        return CommandOutcome(
-            events=(reject(cid, command.type, f"the {command.kind} dataset is empty", now=now),)
-        )
+        return refuse(f"the {command.kind} dataset is empty")
 
     run_id = run_id_for(cid)
     models: list[tuple[str, ReasoningEffort | None]] = (

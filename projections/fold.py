@@ -50,19 +50,23 @@ def _snapshot(c: BenchmarkConfig) -> tuple[Any, ...]:
     )
 
 
+def _model_lists(
+    c: BenchmarkConfig, key: str, classifier_table: str, decider_table: str
+) -> list[Row]:
+    """The config's classifier and decider model lists, in order, keyed by `key`."""
+    rows: list[Row] = [(classifier_table, (key, i, m)) for i, m in enumerate(c.classifierModels)]
+    rows += [
+        (decider_table, (key, i, d.model, d.reasoningEffort)) for i, d in enumerate(c.deciderModels)
+    ]
+    return rows
+
+
 def _config_saved(e: BenchmarkConfigSaved) -> list[Row]:
     c = e.config
     rows: list[Row] = [
         ("benchmark_configs", (e.event_id, e.occurred_at, e.correlation_id, *_snapshot(c)))
     ]
-    rows += [
-        ("config_classifier_models", (e.event_id, i, m)) for i, m in enumerate(c.classifierModels)
-    ]
-    rows += [
-        ("config_decider_models", (e.event_id, i, d.model, d.reasoningEffort))
-        for i, d in enumerate(c.deciderModels)
-    ]
-    return rows
+    return rows + _model_lists(c, e.event_id, "config_classifier_models", "config_decider_models")
 
 
 def _override(e: ClassifierOverrideSet) -> list[Row]:
@@ -112,14 +116,9 @@ def _run_started(e: RunStarted) -> list[Row]:
             ),
         )
     ]
-    rows += [
-        ("run_config_classifier_models", (e.run_id, i, m)) for i, m in enumerate(c.classifierModels)
-    ]
-    rows += [
-        ("run_config_decider_models", (e.run_id, i, d.model, d.reasoningEffort))
-        for i, d in enumerate(c.deciderModels)
-    ]
-    return rows
+    return rows + _model_lists(
+        c, e.run_id, "run_config_classifier_models", "run_config_decider_models"
+    )
 
 
 def _enqueued(e: RunModelEnqueued) -> list[Row]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from contracts.admin import event_key
 from contracts.classification import Classification
-from contracts.config import BenchmarkConfig, DeciderModel
+from contracts.config import BenchmarkConfig, DeciderModel, RunKind
 from contracts.envelope import EventBase, iso_utc
 from contracts.events import (
     BenchmarkConfigSaved,
@@ -127,6 +127,45 @@ class LogBuilder:
             )
         )
 
+    def _start_run(
+        self, run_id: str, kind: RunKind, config: BenchmarkConfig, *, force: bool, dataset_size: int
+    ) -> tuple[str, str]:
+        """Emit RunStarted; returns the run's (correlation id, start time)."""
+        cid = derive_id("cmd-run", run_id)
+        at = self.now(1)
+        self.emit(
+            RunStarted(
+                event_id=derive_id("RunStarted", run_id),
+                occurred_at=at,
+                correlation_id=cid,
+                run_id=run_id,
+                kind=kind,
+                force=force,
+                config=config,
+                dataset_size=dataset_size,
+            )
+        )
+        return cid, at
+
+    def _fan_out(self, run_id: str, cid: str, at: str, *, jobs: int, expected: int) -> None:
+        self.emit(
+            CaseJobsFannedOut(
+                event_id=derive_id("CaseJobsFannedOut", run_id),
+                occurred_at=at,
+                correlation_id=cid,
+                run_id=run_id,
+                jobs=jobs,
+                expected_results=expected,
+            )
+        )
+
+    def _complete(self, progress: RunProgress) -> list[EventBase]:
+        """Emit the worker's completion events for a finished run, and return them."""
+        done = completion_events(progress, now=self.now(1))
+        for finished in done:
+            self.emit(finished)
+        return done
+
     def decider_run(
         self,
         run_id: str,
@@ -140,20 +179,7 @@ class LogBuilder:
     ) -> list[EventBase]:
         """Events of one decider run, with carrying like the worker; returns the completion."""
         cases = cases if cases is not None else decider_cases()
-        cid = derive_id("cmd-run", run_id)
-        at = self.now(1)
-        self.emit(
-            RunStarted(
-                event_id=derive_id("RunStarted", run_id),
-                occurred_at=at,
-                correlation_id=cid,
-                run_id=run_id,
-                kind="decider",
-                force=force,
-                config=config,
-                dataset_size=len(cases),
-            )
-        )
+        cid, at = self._start_run(run_id, "decider", config, force=force, dataset_size=len(cases))
         by_name = {m.model: m for m in models}
         measured: list[SimModel] = []
         carried: dict[str, tuple[ModelSummary, ...]] = {}
@@ -190,16 +216,7 @@ class LogBuilder:
                 )
         chunks = -(-len(cases) // JOB_CHUNK)
         expected = len(measured) * len(cases) * reps
-        self.emit(
-            CaseJobsFannedOut(
-                event_id=derive_id("CaseJobsFannedOut", run_id),
-                occurred_at=at,
-                correlation_id=cid,
-                run_id=run_id,
-                jobs=len(measured) * chunks * reps,
-                expected_results=expected,
-            )
-        )
+        self._fan_out(run_id, cid, at, jobs=len(measured) * chunks * reps, expected=expected)
         outcomes: dict[str, CaseOutcome] = {}
         for m in measured:
             for rep in range(reps):
@@ -240,28 +257,12 @@ class LogBuilder:
             expected=expected,
             outcomes=outcomes,  # type: ignore[arg-type]
         )
-        done = completion_events(progress, now=self.now(1))
-        for finished in done:
-            self.emit(finished)
-        return done
+        return self._complete(progress)
 
     def classifier_run(
         self, run_id: str, config: BenchmarkConfig, *, cases: int = 24, step_s: float = 0.2
     ) -> list[EventBase]:
-        cid = derive_id("cmd-run", run_id)
-        at = self.now(1)
-        self.emit(
-            RunStarted(
-                event_id=derive_id("RunStarted", run_id),
-                occurred_at=at,
-                correlation_id=cid,
-                run_id=run_id,
-                kind="classifier",
-                force=False,
-                config=config,
-                dataset_size=cases,
-            )
-        )
+        cid, at = self._start_run(run_id, "classifier", config, force=False, dataset_size=cases)
         for model in config.classifierModels:
             self.emit(
                 RunModelEnqueued(
@@ -273,15 +274,12 @@ class LogBuilder:
                     reasoning_effort=None,
                 )
             )
-        self.emit(
-            CaseJobsFannedOut(
-                event_id=derive_id("CaseJobsFannedOut", run_id),
-                occurred_at=at,
-                correlation_id=cid,
-                run_id=run_id,
-                jobs=len(config.classifierModels) * -(-cases // JOB_CHUNK),
-                expected_results=len(config.classifierModels) * cases,
-            )
+        self._fan_out(
+            run_id,
+            cid,
+            at,
+            jobs=len(config.classifierModels) * -(-cases // JOB_CHUNK),
+            expected=len(config.classifierModels) * cases,
         )
         outcomes: dict[str, CaseOutcome] = {}
         for j, model in enumerate(config.classifierModels):
@@ -329,10 +327,7 @@ class LogBuilder:
             expected=len(outcomes),
             outcomes=outcomes,
         )
-        done = completion_events(progress, now=self.now(1))
-        for finished in done:
-            self.emit(finished)
-        return done
+        return self._complete(progress)
 
     def decisions(self, n: int, table_version: str | None, models: list[str]) -> None:
         for _ in range(n):

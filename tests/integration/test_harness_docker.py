@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +34,7 @@ from contracts.events.cases import CaseGraded
 from contracts.ids import case_job_id, case_result_id
 from streams.docker_sandbox import DockerSandbox, ensure_image
 from streams.harness import BuiltinHarness, HarnessError
+from tests.doubles import Call, Reply, ScriptedProvider
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -114,56 +114,11 @@ def sim_url(settings: Settings) -> Iterator[str]:
         sock.close()
 
 
-# ------------------------------------------------------------------ scripted provider
-
-
-@dataclass(frozen=True)
-class Call:
-    id: str
-    name: str
-    arguments: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str | None
-    tool_calls: list[Call] = field(default_factory=list)
-    cost_usd: float | None = 0.001
-    latency_ms: float = 1.0
-
-    @property
-    def assistant_message(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"role": "assistant", "content": self.text}
-        if self.tool_calls:
-            msg["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
-                }
-                for c in self.tool_calls
-            ]
-        return msg
+# ------------------------------------------------------------------ scripted replies
 
 
 def shell(command: str, cost: float = 0.001, call_id: str = "c1") -> Reply:
     return Reply(None, [Call(call_id, "run_shell", {"command": command})], cost)
-
-
-class ScriptedProvider:
-    """Stands in for the LLM; holds the key like a real client would."""
-
-    def __init__(self, script: list[Reply | BaseException], api_key: SecretStr | None = None):
-        self.script = list(script)
-        self.api_key = api_key
-        self.requests: list[list[dict[str, Any]]] = []
-
-    async def chat(self, *, model: str, messages: list[dict[str, Any]], **kw: Any) -> Reply:
-        self.requests.append(json.loads(json.dumps(messages)))
-        item = self.script.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
 
 
 def sum_case(**update: Any) -> DeciderCase:
@@ -201,7 +156,7 @@ async def test_empty_answer_is_retried_once_in_a_fresh_workspace(sandbox: Docker
     assert (result.answer, result.stop_reason, result.attempts) == ("6", "final", 2)
     assert result.cost_usd == pytest.approx(0.150)
     assert run_check(sum_case().check, result.answer).passed
-    retry_output = provider.requests[3][3]["content"]
+    retry_output = provider.requests[3]["messages"][3]["content"]
     assert "scratch.txt" not in retry_output  # the first attempt's files are gone
     assert "stdout:\ndata\n6\n" in retry_output
 
@@ -285,9 +240,9 @@ async def test_planted_secrets_never_surface(
             sum_case(), sb, model="scripted", reasoning_effort=None, rep=0
         )
         assert found.answer == "6"
-        tool_output = scripted.requests[-1][3]["content"]  # what went back to the model
+        tool_output = scripted.requests[-1]["messages"][3]["content"]  # what went back to the model
         assert "exit_code: 0" in tool_output and "PATH=" in tool_output  # the probe ran
-        emitted += [json.dumps(m) for m in scripted.requests[-1]]
+        emitted += [json.dumps(m) for m in scripted.requests[-1]["messages"]]
         emitted.append(json.dumps(found.to_dict()))
 
         # 2. the real client against the simulated provider, on the benchmark credential
