@@ -146,8 +146,12 @@ class CaseExecutor:
             return
         harness = self.harness_factory(self.provider(job.credential))
         sandbox = self.sandbox_factory(job.job_id)
+        t_job = time.perf_counter()
         try:
             await sandbox.start()
+            # Per-job diagnostics repeated on each of its cases (the benchmark dedupes them
+            # by job id): container create + start + warm-up.
+            start_ms = getattr(sandbox, "start_ms", None)
             # Cases run serially in the job's container: each gets a clean workspace.
             for case in cases:
                 result = await harness.run_case(
@@ -183,6 +187,14 @@ class CaseExecutor:
                             transcript_tail=result.transcript_tail[-400:],
                             model_latency_ms=round(result.model_latency_ms, 1),
                             job_attempt=job.attempt,
+                            tool_calls=result.tool_calls,
+                            tool_exec_ms=round(result.tool_exec_ms, 1),
+                            tool_wall_ms=round(result.tool_wall_ms, 1),
+                            reset_ms=round(result.reset_ms, 1),
+                            container_start_ms=(
+                                round(start_ms, 1) if isinstance(start_ms, int | float) else None
+                            ),
+                            job_elapsed_ms=round((time.perf_counter() - t_job) * 1000.0, 1),
                         ),
                         job_id=job.job_id,
                     )

@@ -93,6 +93,16 @@ class HarnessResult:
     """1, or 2 when an empty answer was retried."""
     model_latency_ms: float = 0.0
     """Sum of the provider-reported latencies (the model's own share of `latency_ms`)."""
+    tool_calls: int = 0
+    """Tool calls that reached the sandbox (all attempts)."""
+    tool_exec_ms: float = 0.0
+    """Sum of the in-container durations of the shell commands the tools ran, as the
+    sandbox reports them (`ExecResult.duration_ms`): the task's own work."""
+    tool_wall_ms: float = 0.0
+    """Host wall-clock of every tool call that reached the sandbox (shell commands, reads,
+    writes); `tool_wall_ms - tool_exec_ms` is the sandbox transport cost."""
+    reset_ms: float = 0.0
+    """Host wall-clock of the workspace resets (one per attempt)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +115,10 @@ class HarnessResult:
             "steps": str(self.steps),
             "attempts": str(self.attempts),
             "model_latency_ms": f"{self.model_latency_ms:.0f}",
+            "tool_calls": str(self.tool_calls),
+            "tool_exec_ms": f"{self.tool_exec_ms:.1f}",
+            "tool_wall_ms": f"{self.tool_wall_ms:.1f}",
+            "reset_ms": f"{self.reset_ms:.1f}",
             "transcript_tail": self.transcript_tail[-value_max:],
         }
 
@@ -166,6 +180,9 @@ def _fn(name: str, description: str, props: dict[str, str], required: list[str])
     }
 
 
+_SANDBOX_TOOLS = frozenset({"read_file", "write_file", "list_dir", "run_shell"})
+"""The tools that reach the sandbox (their host wall time is measured)."""
+
 TOOLS: list[dict[str, Any]] = [
     _fn(
         "read_file",
@@ -192,6 +209,16 @@ TOOLS: list[dict[str, Any]] = [
         ["command"],
     ),
 ]
+
+
+@dataclass(slots=True)
+class _SandboxTime:
+    """Where a case's sandbox time went (accumulated over attempts, kept on timeout)."""
+
+    tool_calls: int = 0
+    tool_exec_ms: float = 0.0
+    tool_wall_ms: float = 0.0
+    reset_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -246,13 +273,14 @@ class BuiltinHarness:
         attempt: _Attempt | None = None
         timed_out = False
         attempts = 0
+        timing = _SandboxTime()
         for attempts in (1, 2):
             if attempts > 1:
                 tail.append("-- empty answer: retrying the case once from scratch --")
             try:
                 async with asyncio.timeout(case.timeout_s):
                     attempt = await self._attempt(
-                        case, sandbox, model, reasoning_effort, rep, tail, costs
+                        case, sandbox, model, reasoning_effort, rep, tail, costs, timing
                     )
             except TimeoutError:
                 timed_out = True
@@ -275,6 +303,10 @@ class BuiltinHarness:
             transcript_tail=self._tail(tail),
             attempts=attempts,
             model_latency_ms=model_latency,
+            tool_calls=timing.tool_calls,
+            tool_exec_ms=timing.tool_exec_ms,
+            tool_wall_ms=timing.tool_wall_ms,
+            reset_ms=timing.reset_ms,
         )
         log.info(
             "case %s model %s rep %d: %s after %d steps, %d attempt(s), %.0f ms",
@@ -299,12 +331,18 @@ class BuiltinHarness:
         rep: int,
         tail: deque[str],
         costs: list[float | None],
+        timing: _SandboxTime | None = None,
     ) -> _Attempt:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + case.timeout_s
+        timing = timing if timing is not None else _SandboxTime()
         # A fresh workspace per attempt: the job's earlier cases (and a failed first
         # attempt) leave nothing behind for this one to see.
-        await self._fresh_workspace(sandbox, case.files)
+        t_reset = time.perf_counter()
+        try:
+            await self._fresh_workspace(sandbox, case.files)
+        finally:
+            timing.reset_ms += (time.perf_counter() - t_reset) * 1000.0
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": case.prompt},
@@ -340,7 +378,7 @@ class BuiltinHarness:
                 for call in res.tool_calls:
                     tail.append(f"tool {call.name}({_abbrev(repr(dict(call.arguments)), 200)})")
                     remaining = deadline - loop.time()
-                    output = await self._run_tool(call, sandbox, remaining)
+                    output = await self._run_tool(call, sandbox, remaining, timing)
                     tail.append(f"  -> {_abbrev(output, 300)}")
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
                 continue
@@ -358,11 +396,34 @@ class BuiltinHarness:
         budget = max(remaining_s, 0.1)
         return min(budget, self.call_timeout_s) if self.call_timeout_s else budget
 
-    async def _run_tool(self, call: ToolCall, sandbox: Sandbox, remaining_s: float) -> str:
+    async def _run_tool(
+        self,
+        call: ToolCall,
+        sandbox: Sandbox,
+        remaining_s: float,
+        timing: _SandboxTime | None = None,
+    ) -> str:
         args = call.arguments if isinstance(call.arguments, Mapping) else {}
         bad_args = getattr(call, "arguments_error", None)
         if bad_args:
             return self._cap(f"error: could not parse the arguments of {call.name}: {bad_args}")
+        if timing is None or call.name not in _SANDBOX_TOOLS:
+            return await self._dispatch_tool(call, args, sandbox, remaining_s, timing)
+        t0 = time.perf_counter()
+        try:
+            return await self._dispatch_tool(call, args, sandbox, remaining_s, timing)
+        finally:
+            timing.tool_calls += 1
+            timing.tool_wall_ms += (time.perf_counter() - t0) * 1000.0
+
+    async def _dispatch_tool(
+        self,
+        call: ToolCall,
+        args: Mapping[str, Any],
+        sandbox: Sandbox,
+        remaining_s: float,
+        timing: _SandboxTime | None,
+    ) -> str:
         try:
             if call.name == "read_file":
                 text = await sandbox.read_file(_workspace_path(_arg(args, "path")))
@@ -377,6 +438,8 @@ class BuiltinHarness:
             if call.name == "list_dir":
                 path = _workspace_path(str(args.get("path") or "."))
                 res = await sandbox.exec(f"ls -la -- {shlex.quote(path)}", timeout_s=15)
+                if timing is not None:
+                    timing.tool_exec_ms += res.duration_ms
                 if res.exit_code != 0:
                     return self._cap(f"error: {res.stderr.strip() or 'cannot list'}")
                 return self._cap(res.stdout)
@@ -384,6 +447,8 @@ class BuiltinHarness:
                 command = _arg(args, "command")
                 timeout = max(min(self.tool_timeout_s, remaining_s), 1.0)
                 res = await sandbox.exec(command, timeout_s=timeout)
+                if timing is not None:
+                    timing.tool_exec_ms += res.duration_ms
                 head = (
                     f"timed out after {timeout:.0f}s (process group killed)"
                     if res.timed_out
