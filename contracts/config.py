@@ -49,10 +49,22 @@ class BenchmarkConfig(BaseModel):
     acceptance: Acceptance = "point"
     """`point`: accuracy >= minAccuracy; `lower_bound`: its Wilson lower bound must clear it."""
     benchmarkIdentity: str | None = Field(
-        default=None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$"
+        default=None, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$"
     )
     """Name of the provider credential decider runs use and are billed to (the secret itself
     lives in settings, never in config or events). Decider runs are refused without one."""
+
+    @field_validator("benchmarkIdentity")
+    @classmethod
+    def _identity_is_a_name(cls, v: str | None) -> str | None:
+        # A pasted API key here would be stored forever on the event log: refuse it without
+        # echoing it back.
+        if v is not None and v.lower().startswith(("sk-", "sk_", "key-", "bearer")):
+            raise ValueError(
+                "benchmarkIdentity must name a credential configured in settings "
+                "(PROVENROUTE_PROVIDER_CREDENTIALS), not be a key itself"
+            )
+        return v
 
     @field_validator("classifierModels")
     @classmethod

@@ -148,3 +148,27 @@ def test_routing_table_rejects_an_empty_or_missing_tier(empty: str) -> None:
                     "tiers": broken,
                 }
             )
+
+
+def test_benchmark_identity_that_looks_like_a_key_is_refused_without_echoing_it() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from contracts.config import BenchmarkConfig
+
+    key = "sk-or-v1-0123456789abcdef0123456789abcdef"
+    with pytest.raises(ValidationError) as info:
+        BenchmarkConfig(
+            classifierModels=("sim/tiny",),
+            deciderModels=({"model": "sim/tiny"},),  # type: ignore[arg-type]
+            benchmarkIdentity=key,
+        )
+    errors = info.value.errors(include_input=False, include_url=False)
+    assert errors[0]["loc"] == ("benchmarkIdentity",)
+    assert key not in str(errors)
+    ok = BenchmarkConfig(
+        classifierModels=("sim/tiny",),
+        deciderModels=({"model": "sim/tiny"},),  # type: ignore[arg-type]
+        benchmarkIdentity="sim-benchmark",
+    )
+    assert ok.benchmarkIdentity == "sim-benchmark"
