@@ -144,9 +144,9 @@ kafka_up() {
     echo $! > "$KAFKA_DIR/kafka.pid"
   fi
   # Readiness means a client can create a topic and produce, not merely an open port.
-  "$PY" -m api.commands.infra kafka-ready --timeout 90 \
+  "$PY" -m api.cli services kafka-ready --timeout 120 \
     || { tail -n 30 "$KAFKA_DIR/logs/server.log" >&2 || true; die "kafka did not become ready"; }
-  "$PY" -m api.commands.infra ensure-topics
+  "$PY" -m api.cli services ensure-topics
 }
 
 kafka_down() {

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from contracts.cases import FINAL_ANSWER_INSTRUCTION, DeciderCase
+
 
 @dataclass(frozen=True)
 class Call:
@@ -83,3 +85,20 @@ class ScriptedProvider:
         if isinstance(item, BaseException):
             raise item
         return item
+
+
+def sum_numbers_case(**update: Any) -> DeciderCase:
+    """A small agentic case both harness suites run: sum the numbers in a workspace file."""
+    case = DeciderCase(
+        id="agentic_execution-data_processing-sum-numbers",
+        taskType="agentic_execution",
+        subtaskType="data_processing",
+        tier="low",
+        prompt=f"Sum the numbers in data/nums.txt. {FINAL_ANSWER_INSTRUCTION}",
+        check={"kind": "exact", "expected": "6"},
+        golden_answer="6",
+        files={"data/nums.txt": "1\n2\n3\n"},
+        timeout_s=30,
+        reference="awk '{s+=$1} END {print s}' data/nums.txt",
+    )
+    return case.model_copy(update=update) if update else case

@@ -1,22 +1,17 @@
-"""Kafka readiness and topic creation, used by scripts/services.sh and the test set-up."""
+"""Kafka readiness and topic creation: used by `provenroute services`, the worker and tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 
-import typer
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from api.settings import Settings
 from streams.topics import ALL_TOPICS, TopicSpec
-
-app = typer.Typer(help="Infrastructure helpers (readiness, topics).", no_args_is_help=True)
 
 
 async def ensure_topics(
@@ -79,28 +74,3 @@ async def kafka_ready(bootstrap: str, prefix: str, timeout_s: float) -> None:
             last = e
             await asyncio.sleep(1.0)
     raise TimeoutError(f"kafka at {bootstrap} not ready after {timeout_s}s: {last!r}")
-
-
-@app.command("kafka-ready")
-def kafka_ready_cmd(timeout: float = typer.Option(90.0, help="Seconds to wait.")) -> None:
-    """Wait until Kafka accepts a topic creation and a produce."""
-    s = Settings()
-    try:
-        asyncio.run(kafka_ready(s.kafka_bootstrap, s.topic_prefix, timeout))
-    except TimeoutError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from e
-    typer.echo(f"kafka ready at {s.kafka_bootstrap}", err=True)
-
-
-@app.command("ensure-topics")
-def ensure_topics_cmd() -> None:
-    """Create provenroute's topics (with the configured prefix) if missing."""
-    s = Settings()
-    created = asyncio.run(ensure_topics(s.kafka_bootstrap, s.topic_prefix))
-    for name in created:
-        typer.echo(f"created topic {name}", err=True)
-
-
-if __name__ == "__main__":
-    sys.exit(app())

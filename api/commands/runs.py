@@ -7,7 +7,6 @@ command's id (its events' correlation id).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -326,7 +325,3 @@ def print_routing_table(table: RoutingTable) -> None:
                 "yes" if c.meetsThreshold else "no",
             )
     console.print(t)
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -94,6 +94,20 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         raise typer.Exit(1)
 
 
+@app.command("kafka-ready")
+def kafka_ready_cmd(timeout: float = typer.Option(120.0, help="Seconds to wait.")) -> None:
+    """Wait until Kafka accepts a topic creation and a produce (used by services-up)."""
+    from api.commands.infra import kafka_ready
+
+    s = Settings()
+    try:
+        asyncio.run(kafka_ready(s.kafka_bootstrap, s.topic_prefix, timeout))
+    except TimeoutError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"kafka ready at {s.kafka_bootstrap}", err=True)
+
+
 @app.command("ensure-topics")
 def ensure_topics_cmd() -> None:
     """Create provenroute's topics under the configured prefix if they are missing."""

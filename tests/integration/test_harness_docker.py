@@ -27,7 +27,6 @@ from api.sim import behaviour
 from api.sim.catalog import CaseIndex, decider_case_hash, load_cases
 from api.sim.fleet import load_fleet
 from api.sim.server import create_app
-from contracts.cases import FINAL_ANSWER_INSTRUCTION, DeciderCase
 from contracts.checks import run_check
 from contracts.envelope import iso_utc
 from contracts.events.cases import CaseGraded
@@ -35,6 +34,7 @@ from contracts.ids import case_job_id, case_result_id
 from streams.docker_sandbox import DockerSandbox, ensure_image
 from streams.harness import BuiltinHarness, HarnessError
 from tests.doubles import Call, Reply, ScriptedProvider
+from tests.doubles import sum_numbers_case as sum_case
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -119,22 +119,6 @@ def sim_url(settings: Settings) -> Iterator[str]:
 
 def shell(command: str, cost: float = 0.001, call_id: str = "c1") -> Reply:
     return Reply(None, [Call(call_id, "run_shell", {"command": command})], cost)
-
-
-def sum_case(**update: Any) -> DeciderCase:
-    case = DeciderCase(
-        id="agentic_execution-data_processing-harness-sum",
-        taskType="agentic_execution",
-        subtaskType="data_processing",
-        tier="low",
-        prompt=f"Sum the numbers in data/nums.txt. {FINAL_ANSWER_INSTRUCTION}",
-        check={"kind": "exact", "expected": "6"},
-        golden_answer="6",
-        files={"data/nums.txt": "1\n2\n3\n"},
-        timeout_s=30,
-        reference="awk '{s+=$1} END {print s}' data/nums.txt",
-    )
-    return case.model_copy(update=update) if update else case
 
 
 # ------------------------------------------------------------------ tests

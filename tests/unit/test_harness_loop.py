@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from contracts.cases import FINAL_ANSWER_INSTRUCTION, DeciderCase
 from streams.harness import RESET_WORKSPACE, TOOLS, BuiltinHarness, HarnessError
 from streams.sandbox import ExecResult, Sandbox, redact
 from tests.doubles import Call, Reply, ScriptedProvider
+from tests.doubles import sum_numbers_case as make_case
 
 # ------------------------------------------------------------------ test doubles
 
@@ -61,22 +61,6 @@ class MemorySandbox:
         if cmd.startswith("ls -la"):
             return ExecResult(0, "\n".join(sorted(self.files)), "", False, 1.0, False)
         return ExecResult(0, f"ran: {cmd}\n", "", False, 1.0, False)
-
-
-def make_case(**update: Any) -> DeciderCase:
-    case = DeciderCase(
-        id="agentic_execution-data_processing-sum-numbers",
-        taskType="agentic_execution",
-        subtaskType="data_processing",
-        tier="low",
-        prompt=f"Sum the numbers in data/nums.txt. {FINAL_ANSWER_INSTRUCTION}",
-        check={"kind": "exact", "expected": "6"},
-        golden_answer="6",
-        files={"data/nums.txt": "1\n2\n3\n"},
-        timeout_s=30,
-        reference="awk '{s+=$1} END {print s}' data/nums.txt",
-    )
-    return case.model_copy(update=update) if update else case
 
 
 async def run(
