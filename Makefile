@@ -42,7 +42,7 @@ test: services-up ## install, start the services, build the job image, run the w
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy contracts streams projections api datasets container
+	$(VENV)/bin/mypy contracts infra simulator streams projections api datasets container
 
 demo: services-up ## set up everything and run the main job end to end
 	$(MAKE) --no-print-directory image

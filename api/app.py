@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.decide.runtime import Runtime
 from api.routes import (
     admin_commands,
     admin_config,
@@ -26,8 +25,9 @@ from api.routes import (
     metrics,
 )
 from api.routes.decide import FastDecide
-from api.settings import Settings
+from api.runtime import Runtime
 from api.ui import routes as ui_routes
+from infra.settings import Settings
 
 
 class BodyLimit:

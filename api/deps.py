@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.decide.runtime import Runtime
 from api.decide.service import DecideService
-from api.settings import Settings
+from api.runtime import Runtime
+from infra.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False)
 

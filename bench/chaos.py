@@ -53,8 +53,6 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from api.commands.infra import ensure_topics
-from api.settings import Settings
 from bench.chaos_support import (
     Child,
     PgProxy,
@@ -66,7 +64,7 @@ from bench.chaos_support import (
     run_async,
     wait_until,
 )
-from contracts.admin import run_id_for
+from contracts.command_decider import run_id_for
 from contracts.commands import SaveBenchmarkConfig, StartRun
 from contracts.config import BenchmarkConfig, DeciderModel
 from contracts.envelope import EventBase, iso_utc
@@ -80,7 +78,9 @@ from contracts.events import (
     ModelSummarized,
     RunCompleted,
 )
-from streams.log import EventReader, post_command
+from infra.settings import Settings
+from streams.event_log import EventReader, post_command
+from streams.kafka_admin import ensure_topics
 from streams.topics import DECISIONS, EVENTS
 
 SCENARIOS = ("worker-kill", "broker-restart", "postgres-outage")

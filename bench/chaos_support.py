@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from api.settings import PROJECT_ROOT, Settings
 from contracts.envelope import EventBase
 from contracts.events import CaseGraded, RunCompleted
-from streams.log import EventReader
+from infra.settings import PROJECT_ROOT, Settings
+from streams.event_log import EventReader
 
 T = TypeVar("T")
 
@@ -316,8 +316,8 @@ class PrivateKafka:
             self.peak_rss_kb = max(self.peak_rss_kb, _status_kb(self.proc.pid, "VmHWM") or 0)
 
     def wait_ready(self, timeout_s: float = 120.0) -> float:
-        """Until a client can create a topic and produce (api.commands.infra.kafka_ready)."""
-        from api.commands.infra import kafka_ready
+        """Until a client can create a topic and produce (streams.kafka_admin.kafka_ready)."""
+        from streams.kafka_admin import kafka_ready
 
         t0 = time.monotonic()
         run_async(kafka_ready(self.bootstrap, "chaos-probe.", timeout_s))

@@ -283,8 +283,8 @@ async def main() -> None:
     import httpx
     import psycopg
 
-    from api.commands.infra import ensure_topics
-    from api.settings import Settings
+    from infra.settings import Settings
+    from streams.kafka_admin import ensure_topics
     from tests.integration.test_decide_support import (
         candidate,
         free_port,
@@ -311,7 +311,7 @@ async def main() -> None:
     )
     await publish_and_project(settings, table_published(table))
 
-    from api.sim.server import create_app as create_sim
+    from simulator.server import create_app as create_sim
 
     port = free_port()
     log_path = ROOT / "artifacts" / "bench-decide-server.log"
@@ -333,7 +333,7 @@ async def main() -> None:
                     [
                         sys.executable,
                         "-c",
-                        f"from api.commands.serve import serve; serve('127.0.0.1', {port})",
+                        f"from api.cli.serve import serve; serve('127.0.0.1', {port})",
                     ],
                     env=env,
                     stdout=log,

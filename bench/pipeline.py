@@ -55,15 +55,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from api.commands.infra import ensure_topics
-from api.settings import Settings
-from api.sim.fleet import load_fleet
-from contracts.admin import run_id_for
+from contracts.command_decider import run_id_for
 from contracts.commands import SaveBenchmarkConfig, StartRun
 from contracts.config import BenchmarkConfig, DeciderModel, RunKind
 from contracts.envelope import EventBase
 from contracts.events import CaseGraded, CommandAccepted, CommandRejected, RunCompleted
-from streams.log import EventReader, new_command_id, now_utc, post_command
+from infra.clock import utc_now
+from infra.settings import Settings
+from simulator.fleet import load_fleet
+from streams.event_log import EventReader, new_command_id, post_command
+from streams.kafka_admin import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 EFFORT = {0: "low", 1: "low", 2: "medium", 3: "medium"}
@@ -216,7 +217,7 @@ async def wait_for(  # type: ignore[no-untyped-def]
 
 
 async def one_run(settings: Settings, kind: RunKind, slots: int) -> RunFigures:
-    command = StartRun(command_id=new_command_id(), issued_at=now_utc(), kind=kind, force=True)
+    command = StartRun(command_id=new_command_id(), issued_at=utc_now(), kind=kind, force=True)
     run_id = run_id_for(command.command_id)
     async with EventReader(settings, from_end=True) as reader:
         t0 = time.perf_counter()
@@ -354,7 +355,7 @@ def report(figures: list[RunFigures]) -> None:
 
 
 async def save_config(settings: Settings, config: BenchmarkConfig) -> None:
-    command = SaveBenchmarkConfig(command_id=new_command_id(), issued_at=now_utc(), config=config)
+    command = SaveBenchmarkConfig(command_id=new_command_id(), issued_at=utc_now(), config=config)
     async with EventReader(settings, from_end=True) as reader:
         await post_command(settings, command)
         evs = await wait_for(

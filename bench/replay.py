@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.commands.infra import ensure_topics
-from api.settings import Settings
+from bench.synthetic import LogBuilder, SimModel, produce
 from contracts.codec import encode_event
+from infra.settings import Settings
 from projections.db import connect
 from projections.replay import replay
-from projections.synthetic import LogBuilder, SimModel, produce
+from streams.kafka_admin import ensure_topics
 
 FLEET: tuple[SimModel, ...] = tuple(
     SimModel(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.admin import ModelRecord
+from contracts.command_decider import ModelRecord
 from contracts.config import BenchmarkConfig, RunKind
 from contracts.envelope import EventBase
 from contracts.events import (

@@ -61,7 +61,7 @@ class CheckOutcome(Protocol):
 
 
 RunCheck = Callable[[Any, str], CheckOutcome]
-"""`contracts.checks.run_check(check, answer) -> CheckResult(passed, detail)`."""
+"""`contracts.decider_grading.run_check(check, answer) -> CheckResult(passed, detail)`."""
 
 Status = Literal["passed", "failed", "no_reference"]
 

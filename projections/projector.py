@@ -36,9 +36,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from api.settings import Settings
 from contracts.codec import DecodeError, decode_event
 from contracts.events import EVENT_CLASSES
+from infra.settings import Settings
 from projections.db import aconnect, check_schema
 from projections.fold import FAST_FOLDERS, Row, fold
 from projections.migrate import amigrate

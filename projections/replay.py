@@ -27,7 +27,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from api.settings import Settings
+from infra.settings import Settings
 from projections.db import check_schema, connect
 from projections.migrate import migrate
 from projections.projector import (

@@ -22,15 +22,14 @@ import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import faust
 import orjson
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from api.settings import Settings
-from contracts.admin import (
+from contracts.codec import DecodeError, decode_command, decode_event, encode_event
+from contracts.command_decider import (
     ADMIN_KEY,
     AdminState,
     ModelRecord,
@@ -40,10 +39,9 @@ from contracts.admin import (
     history_key,
     reject,
 )
-from contracts.codec import DecodeError, decode_command, decode_event, encode_event
 from contracts.commands import Command
 from contracts.config import RunKind
-from contracts.envelope import EventBase, iso_utc
+from contracts.envelope import EventBase
 from contracts.events import CaseGraded, CaseJobDeadLettered, raw_excerpt
 from contracts.ids import derive_id
 from contracts.jobs import MAX_JOB_ATTEMPTS, CaseJob
@@ -56,6 +54,8 @@ from contracts.run_progress import (
     measured_records,
     result_key,
 )
+from infra.clock import utc_now
+from infra.settings import Settings
 from streams import topics as specs
 
 log = logging.getLogger("provenroute.worker")
@@ -98,10 +98,6 @@ class JobExecutor(Protocol):
     Raising means the job failed (it is retried, then dead-lettered)."""
 
     async def execute(self, job: CaseJob, emit: Emit, skip: frozenset[str]) -> None: ...
-
-
-def utc_now() -> str:
-    return iso_utc(datetime.now(UTC))
 
 
 class Worker:

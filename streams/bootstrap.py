@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from api.commands.infra import ensure_topics
-from api.settings import Settings
 from datasets.loader import load_classifier_cases, load_decider_cases
+from infra.settings import Settings
 from streams.app import Worker
 from streams.execution import CaseExecutor
+from streams.kafka_admin import ensure_topics
 
 log = logging.getLogger("provenroute.worker")
 

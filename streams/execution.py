@@ -8,19 +8,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from api.provider.client import ProviderClient
-from api.provider.errors import ProviderError, ProviderTimeout
-from api.settings import Settings
 from contracts.cases import ClassifierCase, DeciderCase
-from contracts.checks import run_check
+from contracts.classifier_grading import grade_classification
 from contracts.classifier_prompt import build_classifier_messages, classify_output
+from contracts.decider_grading import run_check
 from contracts.events import CaseGraded
 from contracts.events.cases import ANSWER_EXCERPT_MAX, DIAGNOSTIC_VALUE_MAX
-from contracts.grading import grade_classification
 from contracts.ids import case_result_id
 from contracts.jobs import CaseJob
 from contracts.tiers import derive_tier
-from streams.app import Emit, utc_now
+from infra.clock import utc_now
+from infra.provider.client import ProviderClient
+from infra.provider.errors import ProviderError, ProviderTimeout
+from infra.settings import Settings
+from streams.app import Emit
 from streams.docker_sandbox import DockerSandbox
 from streams.harness import BuiltinHarness, Harness
 from streams.sandbox import Sandbox

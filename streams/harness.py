@@ -13,12 +13,13 @@ import logging
 import shlex
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
-from api.provider.errors import ProviderTimeout
 from contracts.cases import DeciderCase
+from infra.provider.errors import ProviderTimeout
+from infra.provider.protocol import ChatProvider, ToolCallView
 from streams.sandbox import Sandbox, SandboxError, redact
 
 log = logging.getLogger(__name__)
@@ -26,48 +27,6 @@ log = logging.getLogger(__name__)
 StopReason = Literal["final", "empty", "max_steps", "timeout"]
 """final: the model answered with text; empty: it answered without text (after the retry);
 max_steps: the step budget ran out mid-work; timeout: the case's wall-clock ran out."""
-
-
-# ------------------------------------------------------------------ provider protocol
-
-
-class ToolCall(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def arguments(self) -> Mapping[str, Any]: ...
-
-
-class ChatResult(Protocol):
-    @property
-    def text(self) -> str | None: ...
-    @property
-    def tool_calls(self) -> Sequence[ToolCall]: ...
-    @property
-    def cost_usd(self) -> float | None: ...
-    @property
-    def latency_ms(self) -> float: ...
-    @property
-    def assistant_message(self) -> dict[str, Any]:
-        """The OpenAI-format assistant message to append to the conversation."""
-        ...
-
-
-class ChatProvider(Protocol):
-    """The slice of the provider client (api/provider/client.py) the harness needs."""
-
-    async def chat(
-        self,
-        *,
-        model: str,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
-        reasoning_effort: str | None = None,
-        timeout_s: float | None = None,
-        seed: int | None = None,
-    ) -> ChatResult: ...
 
 
 # ------------------------------------------------------------------ harness protocol
@@ -398,7 +357,7 @@ class BuiltinHarness:
 
     async def _run_tool(
         self,
-        call: ToolCall,
+        call: ToolCallView,
         sandbox: Sandbox,
         remaining_s: float,
         timing: _SandboxTime | None = None,
@@ -418,7 +377,7 @@ class BuiltinHarness:
 
     async def _dispatch_tool(
         self,
-        call: ToolCall,
+        call: ToolCallView,
         args: Mapping[str, Any],
         sandbox: Sandbox,
         remaining_s: float,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from api.settings import Settings
+from infra.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def unique_name(stem: str) -> str:
 @pytest.fixture
 async def kafka_prefix(base_settings: Settings) -> AsyncIterator[str]:
     """A fresh topic prefix with provenroute's topics created under it."""
-    from api.commands.infra import ensure_topics
+    from streams.kafka_admin import ensure_topics
 
     prefix = unique_name("t") + "."
     await ensure_topics(base_settings.kafka_bootstrap, prefix)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from contracts.classification import Classification
 from contracts.classifier_prompt import (
@@ -20,6 +20,7 @@ from contracts.classifier_prompt import (
 )
 from contracts.conversation import MessageLike
 from contracts.routing_table import ClassifierWinner
+from infra.provider.protocol import ChatProvider
 
 ClassifierSource = Literal["override", "winner", "default"]
 
@@ -51,18 +52,6 @@ def render(messages: Sequence[MessageLike]) -> str:
     return render_conversation(messages)
 
 
-class ChatCaller(Protocol):
-    """The slice of `ProviderClient` classification needs (a fake implements it in tests)."""
-
-    async def chat(
-        self,
-        *,
-        model: str,
-        messages: list[dict[str, object]],
-        timeout_s: float | None = None,
-    ) -> object: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Classified:
     classification: Classification
@@ -71,7 +60,7 @@ class Classified:
 
 
 async def classify(
-    provider: ChatCaller,
+    provider: ChatProvider,
     model: str,
     rendered: str,
     messages: Sequence[MessageLike],

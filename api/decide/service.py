@@ -14,13 +14,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 
 from api.decide.classifier import (
-    ChatCaller,
     ResolvedClassifier,
     classify,
     content_hash,
@@ -37,13 +35,14 @@ from api.decide.sessions import (
     remember_classification,
     with_incumbent,
 )
-from api.provider.errors import ProviderError, ProviderTimeout
 from contracts.classification import Classification
 from contracts.codec import encode_event
 from contracts.decision import decide_model, next_session_state
-from contracts.envelope import iso_utc
 from contracts.events import DecisionMade
 from contracts.tiers import derive_tier
+from infra.clock import utc_now
+from infra.provider.errors import ProviderError, ProviderTimeout
+from infra.provider.protocol import ChatProvider
 
 log = logging.getLogger("provenroute.decide")
 decision_log = logging.getLogger("provenroute.decide.decisions")
@@ -130,10 +129,6 @@ class DecideConfig:
     decisions_topic: str
 
 
-def _utc_now() -> str:
-    return iso_utc(datetime.now(UTC))
-
-
 class DecideService:
     def __init__(
         self,
@@ -141,10 +136,10 @@ class DecideService:
         *,
         live: LiveRouting,
         sessions: Sessions | None,
-        provider: ChatCaller,
+        provider: ChatProvider,
         emitter: Emitter,
         metrics: DecideMetrics,
-        clock: Callable[[], str] = _utc_now,
+        clock: Callable[[], str] = utc_now,
     ) -> None:
         self.config = config
         self.live = live

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from fastapi import HTTPException, status
 from pydantic import BaseModel, Field
 
-from api.decide.runtime import Runtime
+from api.runtime import Runtime
 from contracts.envelope import CommandBase
 
 log = logging.getLogger("provenroute.admin")

@@ -9,7 +9,8 @@ from api.deps import AdminAuth, RuntimeDep
 from api.routes._admin import NOT_AUTHENTICATED, UNAVAILABLE, CommandPosted, post, read
 from contracts.commands import SaveBenchmarkConfig
 from contracts.config import BenchmarkConfig
-from streams.log import new_command_id, now_utc
+from infra.clock import utc_now
+from streams.event_log import new_command_id
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -41,5 +42,5 @@ async def get_config(runtime: RuntimeDep) -> LiveConfig:
     summary="Save a new benchmark config (posts SaveBenchmarkConfig)",
 )
 async def put_config(config: BenchmarkConfig, runtime: RuntimeDep) -> CommandPosted:
-    command = SaveBenchmarkConfig(command_id=new_command_id(), issued_at=now_utc(), config=config)
+    command = SaveBenchmarkConfig(command_id=new_command_id(), issued_at=utc_now(), config=config)
     return await post(runtime, command)

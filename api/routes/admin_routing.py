@@ -14,7 +14,8 @@ from api.routes._admin import NOT_AUTHENTICATED, UNAVAILABLE, CommandPosted, pos
 from contracts.commands import SetClassifierOverride
 from contracts.config import MODEL_ID_PATTERN
 from contracts.routing_table import ClassifierWinner, RoutingTable
-from streams.log import new_command_id, now_utc
+from infra.clock import utc_now
+from streams.event_log import new_command_id
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -91,6 +92,6 @@ class OverrideRequest(BaseModel):
 )
 async def set_override(body: OverrideRequest, runtime: RuntimeDep) -> CommandPosted:
     command = SetClassifierOverride(
-        command_id=new_command_id(), issued_at=now_utc(), model=body.model
+        command_id=new_command_id(), issued_at=utc_now(), model=body.model
     )
     return await post(runtime, command)

@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict
 
 from api.deps import AdminAuth, RuntimeDep
 from api.routes._admin import NOT_AUTHENTICATED, UNAVAILABLE, CommandPosted, post, read
-from contracts.admin import run_id_for
+from contracts.command_decider import run_id_for
 from contracts.commands import StartRun
 from contracts.config import RunKind
-from streams.log import new_command_id, now_utc
+from infra.clock import utc_now
+from streams.event_log import new_command_id
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -85,7 +86,7 @@ class RunDetail(RunRow):
 )
 async def start_run(body: StartRunRequest, runtime: RuntimeDep) -> CommandPosted:
     command = StartRun(
-        command_id=new_command_id(), issued_at=now_utc(), kind=body.kind, force=body.force
+        command_id=new_command_id(), issued_at=utc_now(), kind=body.kind, force=body.force
     )
     return await post(runtime, command, run_id=run_id_for(command.command_id))
 

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.decide.models import DecideRequest, DecideResponse, parse_fast
-from api.decide.runtime import Runtime
 from api.deps import InternalAuth, ServiceDep
+from api.runtime import Runtime
 
 router = APIRouter(tags=["decide"])
 

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from api.settings import Settings
+from infra.settings import Settings
 from projections.queries import TableDiff
 
 

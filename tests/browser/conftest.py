@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.settings import PROJECT_ROOT, Settings
+from infra.settings import PROJECT_ROOT, Settings
 from tests.conftest import delete_topics_with_prefix, unique_name
 from tests.e2e.conftest import (
     LOG_ROOT,
@@ -65,7 +65,7 @@ def _serve_argv(port: int) -> list[str]:
     )
     if probe.returncode == 0:
         return _cli("serve", "--port", str(port))
-    code = "import sys; from api.commands.serve import serve; serve(port=int(sys.argv[1]))"
+    code = "import sys; from api.cli.serve import serve; serve(port=int(sys.argv[1]))"
     return [sys.executable, "-c", code, str(port)]
 
 
@@ -106,7 +106,7 @@ def stack(sim_url: str) -> Iterator[Stack]:
     """Worker, projector and API on a fresh topic prefix and schema, wired to the sim."""
     import psycopg
 
-    from api.commands.infra import ensure_topics
+    from streams.kafka_admin import ensure_topics
 
     base = Settings()
     prefix = unique_name("tb") + "."

@@ -26,10 +26,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from api.settings import PROJECT_ROOT, Settings
 from contracts.commands import SaveBenchmarkConfig, SetClassifierOverride, StartRun
 from contracts.config import BenchmarkConfig, RunKind
-from contracts.envelope import EventBase, iso_utc
+from contracts.envelope import EventBase
 from contracts.events import (
     CaseGraded,
     CaseJobsFannedOut,
@@ -41,7 +40,9 @@ from contracts.events import (
     RunModelEnqueued,
     RunStarted,
 )
-from streams.log import EventReader, post_command, post_raw
+from infra.clock import utc_now
+from infra.settings import PROJECT_ROOT, Settings
+from streams.event_log import EventReader, post_command, post_raw
 
 T = TypeVar("T")
 
@@ -65,12 +66,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def utc_now() -> str:
-    from datetime import UTC, datetime
-
-    return iso_utc(datetime.now(UTC))
 
 
 def _cli(*args: str) -> list[str]:
@@ -278,7 +273,7 @@ class Pipeline:
 
     def start_run(self, kind: RunKind, *, force: bool = False) -> str:
         """Post StartRun and return its run id once accepted."""
-        from contracts.admin import run_id_for
+        from contracts.command_decider import run_id_for
 
         cid = self.post(StartRun(command_id=new_id(), issued_at=utc_now(), kind=kind, force=force))
         outcome = self.outcome(cid)

@@ -1,7 +1,7 @@
 """What a decider run over the SIMULATED fleet must publish, computed from the fleet's profiles.
 
 The simulated provider is deterministic: whether a (model, case, rep) passes is the pure
-draw `api.sim.behaviour.decider_draw` (test_sim_behaviour proves a right draw passes its
+draw `simulator.behaviour.decider_draw` (test_sim_behaviour proves a right draw passes its
 check and a wrong one fails). So each model's accuracy per tier is known exactly before
 the run, the above-threshold set follows, and the order within it is the declared price
 order (every model sees the same prompts, so cost per case follows price; neighbouring
@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from api.sim import behaviour
-from api.sim.catalog import decider_case_hash, load_cases
-from api.sim.fleet import Fleet, ModelProfile, load_fleet
 from contracts.cases import DeciderCase
 from contracts.config import BenchmarkConfig
 from contracts.summaries import meets_accuracy
 from contracts.taxonomy import TIERS, Tier
+from simulator import behaviour
+from simulator.catalog import decider_case_hash, load_cases
+from simulator.fleet import Fleet, ModelProfile, load_fleet
 
 MARGIN = 0.15
 """How far a declared accuracy must sit from minAccuracy for the test's fleet choice to be

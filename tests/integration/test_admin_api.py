@@ -1,5 +1,5 @@
 """The admin API on real Kafka and PostgreSQL. The worker's part (deciding a command) is
-played by the same pure decider it runs (`contracts.admin.decide_command`), its events go
+played by the same pure decider it runs (`contracts.command_decider.decide_command`), its events go
 through Kafka and the projector like the worker's would."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from api.settings import Settings
-from contracts.admin import AdminState, decide_command, evolve_admin
 from contracts.codec import decode_command
+from contracts.command_decider import AdminState, decide_command, evolve_admin
 from contracts.commands import Command
+from infra.settings import Settings
 from tests.integration.test_decide_support import (
     ADMIN,
     candidate,

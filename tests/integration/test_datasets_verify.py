@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.commands.datasets import app
+from api.cli.datasets import app
 from contracts.cases import FINAL_ANSWER_INSTRUCTION
 from datasets.loader import load_decider_cases
 

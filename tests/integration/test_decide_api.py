@@ -9,9 +9,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from api.decide.classifier import render
-from api.settings import Settings
 from contracts.codec import decode_event
 from contracts.events import DecisionMade
+from infra.settings import Settings
 from tests.integration.test_decide_support import (
     INTERNAL,
     candidate,
@@ -189,9 +189,9 @@ async def test_stickiness_kept_within_the_factor_switched_beyond_it_and_survives
 
 def _fallback_message() -> str:
     """A request sim/tiny answers with malformed or empty output (sim/balanced does not)."""
-    from api.sim import behaviour
-    from api.sim.fleet import load_fleet
-    from api.sim.server import CaseIndex, load_cases
+    from simulator import behaviour
+    from simulator.fleet import load_fleet
+    from simulator.server import CaseIndex, load_cases
 
     fleet, index = load_fleet(), CaseIndex.build(*load_cases())
     tiny, balanced = fleet.get("sim/tiny"), fleet.get("sim/balanced")

@@ -17,14 +17,14 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 
 from api.app import create_app
-from api.decide.runtime import Runtime
-from api.settings import Settings
-from contracts.admin import event_key
+from api.runtime import Runtime
 from contracts.codec import encode_event
+from contracts.command_decider import event_key
 from contracts.config import BenchmarkConfig, DeciderModel
 from contracts.envelope import EventBase
 from contracts.events import ClassifierOverrideSet, RoutingTablePublished, RunStarted
 from contracts.routing_table import RoutingCandidate, RoutingTable
+from infra.settings import Settings
 from projections.projector import project_once
 
 INTERNAL = {"Authorization": "Bearer dev-internal-secret"}
@@ -63,7 +63,7 @@ def serve_in_thread(app: Any, port: int) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     """The simulated provider (latency scale 0) at `<url>/v1`."""
-    from api.sim.server import create_app as create_sim
+    from simulator.server import create_app as create_sim
 
     with serve_in_thread(create_sim(latency_scale=0.0), free_port()) as url:
         yield f"{url}/v1"

@@ -21,16 +21,16 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from api.provider import ProviderClient
-from api.settings import Settings
-from api.sim import behaviour
-from api.sim.catalog import CaseIndex, decider_case_hash, load_cases
-from api.sim.fleet import load_fleet
-from api.sim.server import create_app
-from contracts.checks import run_check
+from contracts.decider_grading import run_check
 from contracts.envelope import iso_utc
 from contracts.events.cases import CaseGraded
 from contracts.ids import case_job_id, case_result_id
+from infra.provider import ProviderClient
+from infra.settings import Settings
+from simulator import behaviour
+from simulator.catalog import CaseIndex, decider_case_hash, load_cases
+from simulator.fleet import load_fleet
+from simulator.server import create_app
 from streams.docker_sandbox import DockerSandbox, ensure_image
 from streams.harness import BuiltinHarness, HarnessError
 from tests.doubles import Call, Reply, ScriptedProvider

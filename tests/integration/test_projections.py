@@ -1,7 +1,7 @@
 """Projections on real Kafka and PostgreSQL: idempotence, replay, --until, crashes, outages.
 
 Events are produced here with an idempotent producer (realistic sequences built with the
-contract classes by `projections.synthetic`), not through the worker.
+contract classes by `bench.synthetic`), not through the worker.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.settings import Settings
+from bench.synthetic import DEFAULT_MODELS, LogBuilder, SimModel, produce
 from contracts.events import CaseGraded, RoutingTablePublished
 from contracts.taxonomy import TIERS, Tier
+from infra.settings import Settings
 from projections.db import connect
 from projections.migrate import migrate
 from projections.projector import (
@@ -32,7 +33,6 @@ from projections.projector import (
 )
 from projections.queries import compare_schemas, diff_tables, provenance, routing_table_as_of
 from projections.replay import drop_schema, prepare_fresh_schema, replay
-from projections.synthetic import DEFAULT_MODELS, LogBuilder, SimModel, produce
 from projections.tables import PROJECTED_TABLES
 
 pytestmark = pytest.mark.timeout(90)
@@ -297,7 +297,7 @@ async def test_a_projector_refuses_an_unfinished_bulk_replay(
 CRASH_SCRIPT = textwrap.dedent(
     """
     import asyncio, os
-    from api.settings import Settings
+    from infra.settings import Settings
     from projections.projector import Projector
 
     calls = 0

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from api.provider import (
+from infra.provider import (
     ModelPrice,
     PriceTable,
     ProviderAuthError,

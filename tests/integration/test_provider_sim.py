@@ -19,7 +19,11 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from api.provider import (
+from contracts.cases import ClassifierCase, DeciderCase
+from contracts.classification import Classification
+from contracts.classifier_prompt import build_classifier_messages, parse_classification
+from contracts.decider_grading import run_check
+from infra.provider import (
     ProviderAuthError,
     ProviderBadResponse,
     ProviderClient,
@@ -27,16 +31,12 @@ from api.provider import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from api.provider.pricing import token_cost
-from api.settings import Settings
-from api.sim import behaviour
-from api.sim.catalog import CaseIndex, classifier_case_hash, decider_case_hash, load_cases
-from api.sim.fleet import Fleet, ModelProfile, load_fleet
-from api.sim.server import FINGERPRINT, SIM_HEADER, create_app
-from contracts.cases import ClassifierCase, DeciderCase
-from contracts.checks import run_check
-from contracts.classification import Classification
-from contracts.classifier_prompt import build_classifier_messages, parse_classification
+from infra.provider.pricing import token_cost
+from infra.settings import Settings
+from simulator import behaviour
+from simulator.catalog import CaseIndex, classifier_case_hash, decider_case_hash, load_cases
+from simulator.fleet import Fleet, ModelProfile, load_fleet
+from simulator.server import FINGERPRINT, SIM_HEADER, create_app
 
 KEY = "sk-test-0123456789abcdef-secret"
 OTHER_KEY = "sk-benchmark-identity-secret"

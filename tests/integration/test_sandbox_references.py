@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from contracts.checks import run_check
+from contracts.decider_grading import run_check
 from datasets.loader import load_decider_cases
 from datasets.verify import verify_cases
 from streams.docker_sandbox import DockerSandbox, ensure_image

@@ -13,9 +13,9 @@ import docker
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from api.settings import Settings
 from contracts.codec import decode_event, encode_event
 from contracts.events import ClassifierOverrideSet
+from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from api.settings import Settings
+from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

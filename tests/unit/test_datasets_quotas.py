@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.commands.datasets import app
+from api.cli.datasets import app
 from contracts.cases import (
     FINAL_ANSWER_INSTRUCTION,
     ClassifierCase,
@@ -25,8 +25,8 @@ from contracts.cases import (
     JsonEqualCheck,
     RegexCheck,
 )
-from contracts.checks import run_check
 from contracts.classification import Classification
+from contracts.decider_grading import run_check
 from contracts.taxonomy import TAXONOMY_PAIRS, TIERS, Tier
 from datasets.loader import load_datasets
 from datasets.validate import (

@@ -23,7 +23,7 @@ from contracts.cases import (
     JsonEqualCheck,
     RegexCheck,
 )
-from contracts.checks import run_check
+from contracts.decider_grading import run_check
 from datasets.verify import (
     RESET_WORKSPACE,
     CaseVerdict,

@@ -20,10 +20,10 @@ from api.decide.sessions import (
     cached_classification,
     remember_classification,
 )
-from api.provider.errors import ProviderUnavailable
 from contracts.classification import Classification
 from contracts.classifier_prompt import build_classifier_messages
 from contracts.routing_table import ClassifierWinner, RoutingCandidate, RoutingTable
+from infra.provider.errors import ProviderUnavailable
 
 LOW = {
     "reasoningComplexity": "low",

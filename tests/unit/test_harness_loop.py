@@ -256,7 +256,7 @@ def test_redact_ignores_tiny_values_and_prefers_longest() -> None:
 
 
 async def test_a_model_call_timing_out_is_a_timed_out_case_not_a_failed_job() -> None:
-    from api.provider.errors import ProviderTimeout
+    from infra.provider.errors import ProviderTimeout
 
     provider = ScriptedProvider(
         [tools(("list_dir", {"path": "."})), ProviderTimeout("hung", model="sim/correct")]

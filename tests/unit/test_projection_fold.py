@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.synthetic import DEFAULT_MODELS, LogBuilder, SimModel
 from contracts.codec import encode_event
 from contracts.envelope import EventBase
 from contracts.events import EVENT_CLASSES, CaseGraded, RunStarted
 from projections.fold import FAST_FOLDERS, FOLDERS, Row, fold
 from projections.migrate import load_migrations
 from projections.queries import Candidate, TableAt, diff_tables
-from projections.synthetic import DEFAULT_MODELS, LogBuilder, SimModel
 from projections.tables import TABLE, TABLES
 from projections.writer import BulkClaims, BulkUnsupported, Deferred, group_rows
 

@@ -14,15 +14,11 @@ from functools import cache
 
 import pytest
 
-from api.sim import behaviour
-from api.sim.catalog import classifier_case_hash, decider_case_hash, load_cases
-from api.sim.fleet import Fleet, ModelProfile, load_fleet
-from api.sim.server import completion_response
 from contracts.cases import ClassifierCase, DeciderCase
 from contracts.classification import CLASSIFICATION_FIELDS
+from contracts.classifier_grading import CLASSIFIER_FIELD_WEIGHTS, grade_classification
 from contracts.classifier_prompt import build_classifier_messages, classify_output
 from contracts.config import BenchmarkConfig, DeciderModel
-from contracts.grading import CLASSIFIER_FIELD_WEIGHTS, grade_classification
 from contracts.results import CaseOutcome
 from contracts.routing_builder import build_routing_table
 from contracts.routing_table import RoutingTable
@@ -30,6 +26,10 @@ from contracts.summaries import summarize
 from contracts.taxonomy import TIERS, Tier
 from contracts.tiers import derive_tier
 from contracts.winner import classifier_stats_from_outcomes, pick_classifier_winner
+from simulator import behaviour
+from simulator.catalog import classifier_case_hash, decider_case_hash, load_cases
+from simulator.fleet import Fleet, ModelProfile, load_fleet
+from simulator.server import completion_response
 
 REPS = (0, 1, 2)
 Z = 3.5

@@ -1,5 +1,5 @@
 """The simulated provider's pure behaviour: determinism, served answers realise the draws,
-wrong answers fail their checks, classifier answers parse (api/sim/behaviour.py)."""
+wrong answers fail their checks, classifier answers parse (simulator/behaviour.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,6 @@ from functools import cache
 
 import pytest
 
-from api.sim import behaviour
-from api.sim.behaviour import (
-    classifier_draw,
-    classifier_fields,
-    decider_draw,
-    failure_draw,
-    plan_classifier,
-    plan_decider,
-    tool_output_answer,
-    unit,
-)
-from api.sim.catalog import classifier_case_hash, decider_case_hash, load_cases
-from api.sim.fleet import Fleet, ModelProfile, load_fleet
 from contracts.cases import (
     FINAL_ANSWER_INSTRUCTION,
     ChatMessage,
@@ -32,10 +19,23 @@ from contracts.cases import (
     JsonEqualCheck,
     RegexCheck,
 )
-from contracts.checks import run_check
 from contracts.classification import CLASSIFICATION_FIELDS, Classification
 from contracts.classifier_prompt import ParseFailure, parse_classification
+from contracts.decider_grading import run_check
 from contracts.taxonomy import EXECUTION_MODES, LEVELS, TAXONOMY_PAIRS, subtype_belongs
+from simulator import behaviour
+from simulator.behaviour import (
+    classifier_draw,
+    classifier_fields,
+    decider_draw,
+    failure_draw,
+    plan_classifier,
+    plan_decider,
+    tool_output_answer,
+    unit,
+)
+from simulator.catalog import classifier_case_hash, decider_case_hash, load_cases
+from simulator.fleet import Fleet, ModelProfile, load_fleet
 
 REPS = (0, 1, 2)
 

@@ -1,7 +1,7 @@
 """Model providers: the OpenAI-compatible client, its typed errors and the price table."""
 
-from api.provider.client import ChatResult, ProviderClient, ToolCall
-from api.provider.errors import (
+from infra.provider.client import ChatResult, ProviderClient, ToolCall
+from infra.provider.errors import (
     ProviderAuthError,
     ProviderBadResponse,
     ProviderError,
@@ -9,7 +9,7 @@ from api.provider.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from api.provider.pricing import ModelPrice, PriceTable
+from infra.provider.pricing import ModelPrice, PriceTable
 
 __all__ = [
     "ChatResult",

@@ -1,4 +1,4 @@
-"""Mechanical decider checks (contracts/checks.py)."""
+"""Mechanical decider checks (contracts/decider_grading.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.cases import ContainsAllCheck, ExactCheck, JsonEqualCheck, RegexCheck
-from contracts.checks import (
+from contracts.decider_grading import (
     extract_json,
     json_structurally_equal,
     last_non_empty_line,

@@ -9,7 +9,7 @@ The request protocol others rely on:
 - the case is recognised by content_hash of the FIRST user message's content;
 - the repetition is the OpenAI `seed` field (default 0);
 - the agent step is the number of assistant messages already in the request.
-Answers come from the pure `api.sim.behaviour` module; this module only adds HTTP, auth,
+Answers come from the pure `simulator.behaviour` module; this module only adds HTTP, auth,
 latency sleeps and the transient 5xx/429 bursts (which need a per-key attempt counter).
 """
 
@@ -31,14 +31,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.provider.pricing import token_cost
-from api.sim import behaviour
-from api.sim.behaviour import Plan
-from api.sim.catalog import CaseIndex, load_cases
-from api.sim.fleet import Fleet, ModelProfile, load_fleet
 from contracts.cases import ClassifierCase, DeciderCase
 from contracts.classification import Classification
 from contracts.classifier_prompt import CLASSIFIER_SYSTEM_PROMPT, heuristic_classification
+from infra.provider.pricing import token_cost
+from simulator import behaviour
+from simulator.behaviour import Plan
+from simulator.catalog import CaseIndex, load_cases
+from simulator.fleet import Fleet, ModelProfile, load_fleet
 
 log = logging.getLogger(__name__)
 

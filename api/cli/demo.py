@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import typer
 
-from api.client import demo_conversations
-from api.commands.infra import ensure_topics
-from api.commands.runs import console
-from api.commands.services import collect_health
-from api.settings import PROJECT_ROOT, Settings
+from api.cli.runs import console
+from api.cli.services import collect_health
+from api.gateway_client import demo_conversations
+from infra.settings import PROJECT_ROOT, Settings
+from streams.kafka_admin import ensure_topics
 
 EXAMPLE_CONFIG = PROJECT_ROOT / "examples" / "benchmark-config.yaml"
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 
-from api.provider.errors import (
+from infra.provider.errors import (
     ProviderAuthError,
     ProviderBadResponse,
     ProviderError,
@@ -36,10 +36,10 @@ from api.provider.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from api.provider.pricing import PriceTable
+from infra.provider.pricing import PriceTable
 
 if TYPE_CHECKING:
-    from api.settings import Settings
+    from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The command decider (contracts/admin.py): given state and history, when a command, then events.
+"""The command decider (contracts/command_decider.py): given state, when a command, then events.
 
 Tables of given/when/then; every outcome carries the command id as correlation id, and the
 same input always decides to the same bytes (derived ids, clock passed in)."""
@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from contracts.admin import (
+from contracts.codec import encode_event
+from contracts.command_decider import (
     ADMIN_KEY,
     AdminState,
     CommandOutcome,
@@ -20,7 +21,6 @@ from contracts.admin import (
     history_key,
     run_id_for,
 )
-from contracts.codec import encode_event
 from contracts.commands import Command, SaveBenchmarkConfig, SetClassifierOverride, StartRun
 from contracts.config import BenchmarkConfig, DeciderModel
 from contracts.events import (

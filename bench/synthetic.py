@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from contracts.admin import event_key
 from contracts.classification import Classification
+from contracts.command_decider import event_key
 from contracts.config import BenchmarkConfig, DeciderModel, RunKind
 from contracts.envelope import EventBase, iso_utc
 from contracts.events import (

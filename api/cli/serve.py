@@ -22,7 +22,7 @@ def serve(
 
     from api.app import create_app
     from api.decide.service import JsonLinesHandler
-    from api.settings import Settings
+    from infra.settings import Settings
 
     settings = Settings()
     logging.basicConfig(

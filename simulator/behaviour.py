@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Final, Literal
 
-from api.sim.fleet import ModelProfile
 from contracts.cases import DeciderCase
-from contracts.checks import last_non_empty_line, run_check
 from contracts.classification import CLASSIFICATION_FIELDS, Classification
+from contracts.decider_grading import last_non_empty_line, run_check
 from contracts.taxonomy import (
     EXECUTION_MODES,
     LEVELS,
@@ -36,6 +35,7 @@ from contracts.taxonomy import (
     TASK_TYPES,
     Tier,
 )
+from simulator.fleet import ModelProfile
 
 FailureKind = Literal["timeout", "empty", "malformed_json", "server_error", "rate_limited"]
 FAILURE_ORDER: Final[tuple[FailureKind, ...]] = (

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.settings import Settings
+from infra.settings import Settings
 from streams.topics import ALL_TOPICS
 
 app = typer.Typer(help="Local infrastructure (Kafka, PostgreSQL, Docker).", no_args_is_help=True)
@@ -97,7 +97,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 @app.command("kafka-ready")
 def kafka_ready_cmd(timeout: float = typer.Option(120.0, help="Seconds to wait.")) -> None:
     """Wait until Kafka accepts a topic creation and a produce (used by services-up)."""
-    from api.commands.infra import kafka_ready
+    from streams.kafka_admin import kafka_ready
 
     s = Settings()
     try:
@@ -111,7 +111,7 @@ def kafka_ready_cmd(timeout: float = typer.Option(120.0, help="Seconds to wait."
 @app.command("ensure-topics")
 def ensure_topics_cmd() -> None:
     """Create provenroute's topics under the configured prefix if they are missing."""
-    from api.commands.infra import ensure_topics
+    from streams.kafka_admin import ensure_topics
 
     s = Settings()
     for name in asyncio.run(ensure_topics(s.kafka_bootstrap, s.topic_prefix)):

@@ -15,9 +15,9 @@ from typing import Annotated, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.provider.pricing import ModelPrice, PriceTable
 from contracts.classification import CLASSIFICATION_FIELDS
 from contracts.taxonomy import Tier
+from infra.provider.pricing import ModelPrice, PriceTable
 
 DEFAULT_FLEET_FILE: Final = Path(__file__).with_name("fleet.yaml")
 

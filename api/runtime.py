@@ -19,10 +19,10 @@ from api.decide.metrics import DecideMetrics
 from api.decide.readmodel import PostgresReadModel, ReadModel
 from api.decide.service import DecideConfig, DecideService
 from api.decide.sessions import SESSIONS_TOPIC, Sessions
-from api.provider.client import ProviderClient
-from api.settings import Settings
 from contracts.codec import encode_command
 from contracts.envelope import CommandBase
+from infra.provider.client import ProviderClient
+from infra.settings import Settings
 from streams.topics import COMMANDS, DECISIONS
 
 log = logging.getLogger("provenroute.decide.runtime")
@@ -110,7 +110,7 @@ class Runtime:
         self.metrics.ready.set(1 if self.ready else 0)
 
     async def _ensure_topics(self) -> None:
-        from api.commands.infra import ensure_topics
+        from streams.kafka_admin import ensure_topics
 
         s = self.settings
         try:

@@ -6,23 +6,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from api.settings import Settings
 from contracts.codec import DecodeError, decode_event, encode_command
-from contracts.envelope import CommandBase, EventBase, iso_utc
+from contracts.envelope import CommandBase, EventBase
+from infra.settings import Settings
 from streams.topics import COMMANDS, EVENTS
 
 
 def new_command_id() -> str:
     return str(uuid.uuid4())
-
-
-def now_utc() -> str:
-    return iso_utc(datetime.now(UTC))
 
 
 async def post_command(settings: Settings, command: CommandBase) -> None:

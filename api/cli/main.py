@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.commands import datasets, demo, projections, runs, serve, services, sim
+from api.cli import datasets, demo, projections, runs, serve, services, sim
 
 app = typer.Typer(
     name="provenroute",

@@ -13,7 +13,7 @@ def sim_provider(
         Path | None,
         typer.Option(
             "--fleet",
-            help="Fleet YAML file (default: the fleet shipped in api/sim/fleet.yaml).",
+            help="Fleet YAML file (default: the fleet shipped in simulator/fleet.yaml).",
             exists=True,
             dir_okay=False,
         ),
@@ -30,9 +30,9 @@ def sim_provider(
     """
     import uvicorn
 
-    from api.settings import Settings
-    from api.sim.fleet import load_fleet
-    from api.sim.server import create_app
+    from infra.settings import Settings
+    from simulator.fleet import load_fleet
+    from simulator.server import create_app
 
     try:
         loaded = load_fleet(fleet)

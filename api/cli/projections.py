@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.settings import Settings
+from infra.settings import Settings
 from projections.db import connect
 from projections.projector import ProjectorStats, run_projector
 from projections.queries import (

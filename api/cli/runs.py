@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.settings import Settings
-from contracts.admin import run_id_for
+from contracts.command_decider import run_id_for
 from contracts.commands import SaveBenchmarkConfig, StartRun
 from contracts.config import BenchmarkConfig, RunKind
 from contracts.envelope import EventBase
@@ -38,7 +37,9 @@ from contracts.events import (
     RunStarted,
 )
 from contracts.routing_table import ClassifierWinner, RoutingTable
-from streams.log import EventReader, new_command_id, now_utc, post_command
+from infra.clock import utc_now
+from infra.settings import Settings
+from streams.event_log import EventReader, new_command_id, post_command
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 config_app = typer.Typer(
@@ -88,7 +89,7 @@ def config_set(
     """Validate FILE, post SaveBenchmarkConfig and wait for the worker to accept it."""
     config = load_config_file(file)
     settings = Settings()
-    command = SaveBenchmarkConfig(command_id=new_command_id(), issued_at=now_utc(), config=config)
+    command = SaveBenchmarkConfig(command_id=new_command_id(), issued_at=utc_now(), config=config)
 
     async def go() -> EventBase:
         async with EventReader(settings, from_end=True) as reader:
@@ -186,7 +187,7 @@ def run_start(
 ) -> None:
     """Post StartRun; with --wait, show progress until the run is published."""
     settings = Settings()
-    command = StartRun(command_id=new_command_id(), issued_at=now_utc(), kind=kind, force=force)
+    command = StartRun(command_id=new_command_id(), issued_at=utc_now(), kind=kind, force=force)
     run_id = run_id_for(command.command_id)
 
     async def go() -> RunView | CommandRejected:

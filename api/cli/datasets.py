@@ -163,7 +163,7 @@ def verify(
     root: RootOption = None,
 ) -> None:
     """Run every decider case's reference solution in the container and check its answer."""
-    from contracts.checks import run_check
+    from contracts.decider_grading import run_check
     from datasets.verify import verify_cases
 
     console = Console()
@@ -205,7 +205,7 @@ def verify(
 
 
 def _docker_factory(image: str | None) -> SandboxFactory:
-    from api.settings import Settings
+    from infra.settings import Settings
     from streams.docker_sandbox import DockerSandbox
 
     chosen = image or Settings().docker_image

@@ -1,4 +1,4 @@
-"""Classifier grading and tier-error analysis (contracts/grading.py)."""
+"""Classifier grading and tier-error analysis (contracts/classifier_grading.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.classification import CLASSIFICATION_FIELDS, Classification
-from contracts.grading import (
+from contracts.classifier_grading import (
     CLASSIFIER_FIELD_WEIGHTS,
     grade_classification,
     tier_error,
