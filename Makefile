@@ -39,10 +39,11 @@ test: services-up ## install, start the services, build the job image, run the w
 	$(MAKE) --no-print-directory image
 	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the package layers (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy contracts infra simulator streams projections api datasets container
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 demo: services-up ## set up everything and run the main job end to end
 	$(MAKE) --no-print-directory image
