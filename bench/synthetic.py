@@ -28,12 +28,11 @@ from contracts.events import (
     RunStarted,
 )
 from contracts.ids import case_job_id, case_result_id, derive_id
+from contracts.jobs import CHUNK_SIZE
 from contracts.results import CaseOutcome, ModelSummary
 from contracts.run_progress import RunProgress, completion_events, result_key
 from contracts.summaries import carry_summaries, summarize
 from contracts.taxonomy import TIERS, Tier
-
-JOB_CHUNK = 5
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ class LogBuilder:
                         reasoning_effort=d.reasoningEffort,
                     )
                 )
-        chunks = -(-len(cases) // JOB_CHUNK)
+        chunks = -(-len(cases) // CHUNK_SIZE)
         expected = len(measured) * len(cases) * reps
         self._fan_out(run_id, cid, at, jobs=len(measured) * chunks * reps, expected=expected)
         outcomes: dict[str, CaseOutcome] = {}
@@ -239,7 +238,7 @@ class LogBuilder:
                         timed_out=timed_out,
                         answer_excerpt="42" if ok else "no idea",
                         diagnostics={"exit_code": "124" if timed_out else "0"},
-                        job_id=case_job_id(run_id, m.model, i // JOB_CHUNK, rep),
+                        job_id=case_job_id(run_id, m.model, i // CHUNK_SIZE, rep),
                     )
                     self.emit(ev)
                     outcomes[result_key(m.model, case_id, rep)] = ev.to_outcome()
@@ -278,7 +277,7 @@ class LogBuilder:
             run_id,
             cid,
             at,
-            jobs=len(config.classifierModels) * -(-cases // JOB_CHUNK),
+            jobs=len(config.classifierModels) * -(-cases // CHUNK_SIZE),
             expected=len(config.classifierModels) * cases,
         )
         outcomes: dict[str, CaseOutcome] = {}
@@ -313,7 +312,7 @@ class LogBuilder:
                     cost_usd=0.00002 * (j + 1),
                     timed_out=False,
                     classification=cls,
-                    job_id=case_job_id(run_id, model, i // JOB_CHUNK, 0),
+                    job_id=case_job_id(run_id, model, i // CHUNK_SIZE, 0),
                 )
                 self.emit(ev)
                 outcomes[result_key(model, case_id, 0)] = ev.to_outcome()

@@ -14,40 +14,16 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from contracts.cases import DeciderCase
+from contracts.sandbox import RESET_WORKSPACE, ExecResult, Sandbox
 from contracts.taxonomy import Tier
 
-RESET_WORKSPACE = "find . -mindepth 1 -delete"
-"""Run in the workspace before each case: a fresh, empty workspace (dotfiles included)."""
 RESET_TIMEOUT_S = 30.0
-
-
-class ExecOutcome(Protocol):
-    """What a sandbox returns for one command (streams.docker_sandbox.ExecResult)."""
-
-    @property
-    def exit_code(self) -> int | None: ...
-    @property
-    def stdout(self) -> str: ...
-    @property
-    def stderr(self) -> str: ...
-    @property
-    def timed_out(self) -> bool: ...
-
-
-class Sandbox(Protocol):
-    """The slice of the sandbox interface verification needs."""
-
-    async def start(self) -> None: ...
-    async def write_files(self, files: Mapping[str, str]) -> Any: ...
-    async def exec(self, cmd: str, timeout_s: float) -> Any: ...
-    async def close(self) -> Any: ...
-
 
 SandboxFactory = Callable[[int], Sandbox]
 """Builds the sandbox of worker number `i` (not yet started)."""
@@ -105,7 +81,7 @@ def last_nonempty_line(text: str) -> str | None:
 def judge(
     case: DeciderCase,
     run_check: RunCheck,
-    result: ExecOutcome | None = None,
+    result: ExecResult | None = None,
     *,
     error: str | None = None,
     duration_s: float = 0.0,
@@ -258,12 +234,12 @@ async def verify_cases(
     return [verdicts[i] for i in range(len(cases))]
 
 
-async def run_reference(sandbox: Sandbox, case: DeciderCase) -> ExecOutcome:
+async def run_reference(sandbox: Sandbox, case: DeciderCase) -> ExecResult:
     """Write the case's files into the (empty) workspace and run its reference."""
     assert case.reference is not None
     if case.files:
         await sandbox.write_files(case.files)
-    result: ExecOutcome = await sandbox.exec(case.reference, float(case.timeout_s))
+    result: ExecResult = await sandbox.exec(case.reference, float(case.timeout_s))
     return result
 
 

@@ -50,13 +50,15 @@ from projections.writer import (
     setup_temp_tables,
     write_rows,
 )
-from streams.topics import DECISIONS, EVENTS
+from streams.topics import (
+    CHANNEL_CLASSIFIER_OVERRIDE,
+    CHANNEL_CLASSIFIER_WINNER,
+    CHANNEL_ROUTING_TABLE,
+    DECISIONS,
+    EVENTS,
+)
 
 log = logging.getLogger("provenroute.projector")
-
-CHANNEL_ROUTING_TABLE = "provenroute_routing_table"
-CHANNEL_CLASSIFIER_WINNER = "provenroute_classifier_winner"
-CHANNEL_CLASSIFIER_OVERRIDE = "provenroute_classifier_override"
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 """Errors that mean "the database went away": reconnect and resume from stored offsets."""

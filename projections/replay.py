@@ -31,15 +31,13 @@ from infra.settings import Settings
 from projections.db import check_schema, connect
 from projections.migrate import migrate
 from projections.projector import (
-    CHANNEL_CLASSIFIER_WINNER,
-    CHANNEL_ROUTING_TABLE,
     BulkShard,
     Projector,
     ProjectorStats,
     run_projector,
 )
 from projections.writer import BULK_MARKER, BulkLoader, BulkUnsupported
-from streams.topics import DECISIONS, EVENTS
+from streams.topics import CHANNEL_CLASSIFIER_WINNER, CHANNEL_ROUTING_TABLE, DECISIONS, EVENTS
 
 log = logging.getLogger("provenroute.replay")
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 from contracts.cases import DeciderCase
 from infra.provider.errors import ProviderTimeout
 from infra.provider.protocol import ChatProvider, ToolCallView
-from streams.sandbox import Sandbox, SandboxError, redact
+from streams.sandbox import RESET_WORKSPACE, Sandbox, SandboxError, redact
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,6 @@ class HarnessError(RuntimeError):
 
 
 # ------------------------------------------------------------------ built-in harness
-
-RESET_WORKSPACE = "find . -mindepth 1 -delete"
-"""Run in the workspace before each attempt (dotfiles included)."""
 
 SYSTEM_PROMPT = (
     "You are an expert software engineer working on a task inside a sandboxed Linux "

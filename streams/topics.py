@@ -72,3 +72,10 @@ ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (
     DECISIONS,
     SESSIONS,
 )
+
+# PostgreSQL NOTIFY channels: the projector announces a freshly projected publish on these
+# (payload `{"schema", "version"}`), the decide service LISTENs. Declared beside the topics
+# so the writer and the readers name a channel from one place.
+CHANNEL_ROUTING_TABLE: Final = "provenroute_routing_table"
+CHANNEL_CLASSIFIER_WINNER: Final = "provenroute_classifier_winner"
+CHANNEL_CLASSIFIER_OVERRIDE: Final = "provenroute_classifier_override"

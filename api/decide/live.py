@@ -23,6 +23,11 @@ import psycopg
 
 from api.decide.readmodel import ReadModel
 from contracts.routing_table import ClassifierWinner, RoutingTable
+from streams.topics import (
+    CHANNEL_CLASSIFIER_OVERRIDE,
+    CHANNEL_CLASSIFIER_WINNER,
+    CHANNEL_ROUTING_TABLE,
+)
 
 log = logging.getLogger("provenroute.decide.live")
 
@@ -30,11 +35,11 @@ Item = Literal["table", "winner", "override"]
 ALL_ITEMS: Final[tuple[Item, ...]] = ("table", "winner", "override")
 
 CHANNELS: Final[dict[str, Item]] = {
-    "provenroute_routing_table": "table",
-    "provenroute_classifier_winner": "winner",
-    "provenroute_classifier_override": "override",
+    CHANNEL_ROUTING_TABLE: "table",
+    CHANNEL_CLASSIFIER_WINNER: "winner",
+    CHANNEL_CLASSIFIER_OVERRIDE: "override",
 }
-"""NOTIFY channels of the projector (projections/projector.py) and what each refreshes."""
+"""The projector's NOTIFY channels (declared in streams/topics.py) and what each refreshes."""
 
 
 class LiveRouting:

@@ -26,7 +26,6 @@ from infra.settings import Settings
 from projections.db import connect
 from projections.migrate import migrate
 from projections.projector import (
-    CHANNEL_ROUTING_TABLE,
     ProjectorRefused,
     project_once,
     run_projector,
@@ -34,6 +33,7 @@ from projections.projector import (
 from projections.queries import compare_schemas, diff_tables, provenance, routing_table_as_of
 from projections.replay import drop_schema, prepare_fresh_schema, replay
 from projections.tables import PROJECTED_TABLES
+from streams.topics import CHANNEL_ROUTING_TABLE
 
 pytestmark = pytest.mark.timeout(90)
 

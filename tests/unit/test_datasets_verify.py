@@ -24,8 +24,8 @@ from contracts.cases import (
     RegexCheck,
 )
 from contracts.decider_grading import run_check
+from contracts.sandbox import RESET_WORKSPACE
 from datasets.verify import (
-    RESET_WORKSPACE,
     CaseVerdict,
     judge,
     last_nonempty_line,

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from streams.harness import RESET_WORKSPACE, TOOLS, BuiltinHarness, HarnessError
+from contracts.sandbox import RESET_WORKSPACE
+from streams.harness import TOOLS, BuiltinHarness, HarnessError
 from streams.sandbox import ExecResult, Sandbox, redact
 from tests.doubles import Call, Reply, ScriptedProvider
 from tests.doubles import sum_numbers_case as make_case
