@@ -1,10 +1,12 @@
 """The projector: folds the `events` and `decisions` topics into PostgreSQL.
 
-One aiokafka consumer (manual assignment, no consumer group: positions live in Postgres),
-`getmany` batches, and per batch ONE transaction holding the batch's rows and the
-`projection_offsets` of its partitions. Inside that transaction the stored offsets are
-read `FOR UPDATE` first: if they are not where this projector left them (a schema swap, a
-second projector), the batch is dropped and the consumer re-seeks to the stored offsets.
+One active projector per schema, any number of standbys waiting on a Postgres advisory
+lock to take over (`Projector._take_over`). One aiokafka consumer (manual assignment, no
+consumer group: positions live in Postgres), `getmany` batches, and per batch ONE
+transaction holding the batch's rows and the `projection_offsets` of its partitions.
+Inside that transaction the stored offsets are read `FOR UPDATE` first: if they are not
+where this projector left them (a schema swap, a second projector), the batch is dropped
+and the consumer re-seeks to the stored offsets.
 
 Messages below the stored offset are skipped; undecodable or unknown messages still
 advance it (unknown types are ignored, invalid payloads land in `projection_errors`).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -87,10 +90,16 @@ class Projector:
         topics: tuple[str, ...] = (EVENTS.name, DECISIONS.name),
         before_commit: BeforeCommit | None = None,
         on_progress: Callable[[ProjectorStats], None] | None = None,
+        standby: bool | None = None,
+        standby_poll_s: float = 0.5,
     ) -> None:
         self.settings = settings
         self.schema = check_schema(schema or settings.db_schema)
         self.drain = drain or until is not None
+        self.standby = not self.drain if standby is None else standby
+        """Project only while holding the schema's projector lock, else stand by for it
+        (default for a projector that follows the log; a drain projects right away)."""
+        self.standby_poll_s = standby_poll_s
         self.notify = notify
         self.migrate = migrate
         self.fast = fast
@@ -154,7 +163,9 @@ class Projector:
         return None
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        conn = await aconnect(self.settings.database_url, self.schema, app="provenroute-projector")
+        # The pid in the name tells an operator (and the standby test) which process is active.
+        app = f"provenroute-projector:{os.getpid()}"
+        conn = await aconnect(self.settings.database_url, self.schema, app=app)
         # No server-side prepared statements: names must re-resolve after a schema swap.
         conn.prepare_threshold = None
         if self.fast:
@@ -202,6 +213,11 @@ class Projector:
             raise ProjectorRefused(
                 f"schema {self.schema} holds an unfinished bulk replay; replay it again"
             )
+        if self.standby:
+            consumer.pause(*tps)  # no prefetching while standing by
+            if not await self._take_over(conn, stop):
+                return
+            consumer.resume(*tps)
         await self._load_positions(conn, consumer, tps)
         # Pipelined by one batch: Postgres commits batch N while this process decodes N+1.
         # `folder.folded` runs ahead of `positions` (committed); a failed commit discards the
@@ -233,6 +249,34 @@ class Projector:
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     await pending
+
+    async def _take_over(self, conn: psycopg.AsyncConnection, stop: asyncio.Event | None) -> bool:
+        """Wait until this session holds the schema's projector lock; False if stopped first.
+
+        A session-level advisory lock on the connection that writes: Postgres releases it the
+        moment that connection ends (a killed process, a lost network), and a standby polling
+        here takes over within `standby_poll_s`. If two projectors ever overlapped (a
+        half-open connection not yet noticed), the offsets read FOR UPDATE in every commit
+        still let only one of them advance.
+        """
+        announced = False
+        while not is_set(stop):
+            cur = await conn.execute(
+                "select pg_try_advisory_lock(hashtextextended(%s, 0))",
+                (projector_lock_name(self.schema),),
+            )
+            row = await cur.fetchone()
+            await conn.commit()
+            if row is not None and row[0]:
+                self.stats.took_over = True
+                log.info("projector %d is active on schema %s", os.getpid(), self.schema)
+                return True
+            if not announced:
+                log.info("another projector is active on %s; standing by", self.schema)
+                announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_wait(stop), self.standby_poll_s)
+        return False
 
     async def _settle(
         self,
@@ -349,6 +393,18 @@ class Projector:
                         await cur.execute("select pg_notify(%s, %s)", (channel, payload))
         if self.before_commit is not None:
             await self.before_commit(batch)
+
+
+def projector_lock_name(schema: str) -> str:
+    """The advisory lock whose holder is the active projector of `schema`."""
+    return f"provenroute.projector.{schema}"
+
+
+async def _wait(stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.Event().wait()
+    else:
+        await stop.wait()
 
 
 async def run_projector(

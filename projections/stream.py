@@ -57,6 +57,8 @@ class ProjectorStats:
     """Batches dropped because the stored offsets moved under the projector."""
     workers: int = 1
     """Processes that loaded (a parallel bulk replay)."""
+    took_over: bool = False
+    """A following projector: it acquired the schema's projector lock (it is the active one)."""
     to_drain: int | None = None
     """Draining: messages between the start positions and the end offsets seen at start."""
     started: float = field(default_factory=time.monotonic)
