@@ -1,7 +1,7 @@
 """Replay: rebuild every projection from offset 0 into a fresh schema, optionally swap it in.
 
 The fresh schema gets the migrations, then the projector drains both topics into it (no
-NOTIFY: nobody reads it yet). By default it bulk-loads (`Projector._bulk`: COPY with the
+NOTIFY: nobody reads it yet). By default it bulk-loads (`projections.bulk`: COPY with the
 keys, foreign keys and indexes off, restored and validated at the end); if the log holds
 something that path does not reproduce exactly (an orphan event, a row breaking a key), the
 schema is made afresh and the replay runs through the live, transactional path instead, so
@@ -28,21 +28,17 @@ import psycopg
 from psycopg import sql
 
 from infra.settings import Settings
+from projections.bulk import BulkReplayer, BulkShard
+from projections.bulk_writer import BULK_MARKER, BulkLoader, BulkUnsupported
 from projections.db import check_schema, connect
 from projections.migrate import migrate
 from projections.projector import (
-    BulkShard,
-    Projector,
     ProjectorStats,
     run_projector,
 )
-from projections.writer import BULK_MARKER, BulkLoader, BulkUnsupported
 from streams.topics import CHANNEL_CLASSIFIER_WINNER, CHANNEL_ROUTING_TABLE, DECISIONS, EVENTS
 
 log = logging.getLogger("provenroute.replay")
-
-BULK_BATCH = 10_000
-"""Records per `getmany` in a bulk replay (the live projector's batches are smaller)."""
 
 
 class ReplayError(RuntimeError):
@@ -167,17 +163,9 @@ async def bulk_replay(
     if workers is None and sum(sizes.values()) < PARALLEL_MIN:
         n = 1
     if n <= 1:
-        return await run_projector(
-            settings,
-            schema=schema,
-            until=until,
-            drain=True,
-            notify=False,
-            fast=fast,
-            bulk=True,
-            batch_max=BULK_BATCH,
-            on_progress=on_progress,
-        )
+        return await BulkReplayer(
+            settings, schema, until=until, fast=fast, on_progress=on_progress
+        ).run()
     import multiprocessing
     import time
 
@@ -269,22 +257,12 @@ def _shard_main(
         counter.value = stats.events_applied + stats.ignored + stats.failed
 
     try:
-        projector = Projector(
-            settings,
-            schema,
-            until=until,
-            drain=True,
-            notify=False,
-            migrate=False,
-            fast=fast,
-            bulk=True,
-            shard=shard,
-            batch_max=BULK_BATCH,
-            on_progress=progress,
+        loader = BulkReplayer(
+            settings, schema, until=until, fast=fast, shard=shard, on_progress=progress
         )
-        stats = asyncio.run(projector.run())
-        folded = {(tp.topic, tp.partition): off for tp, off in projector.folded.items()}
-        results.put(("ok", stats, projector.bulk_errors, folded))
+        stats = asyncio.run(loader.run())
+        folded = {(tp.topic, tp.partition): off for tp, off in loader.folder.folded.items()}
+        results.put(("ok", stats, loader.errors, folded))
     except FALLBACK as e:
         results.put(("fallback", f"{type(e).__name__}: {e}"))
     except BaseException as e:  # reported to the parent, which raises

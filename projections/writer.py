@@ -4,29 +4,26 @@ Live path (`write_rows`): COPY into per-connection temp tables, then one `INSERT
 ... ON CONFLICT DO NOTHING` per table, parents before children; the caller owns the
 transaction (rows and offsets commit together).
 
-Bulk path (`BulkClaims` + `BulkLoader`, replays into a fresh schema only): the same rules
-applied in memory, plain COPY into the final tables with their keys and indexes dropped,
-constraints re-created and validated at the end.
+The bulk path (replays into a fresh schema) applies the same rules in memory:
+`projections.bulk_writer`.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from projections.fold import Row
-from projections.tables import TABLE as TABLE_BY_NAME
 from projections.tables import TABLES, TableSpec
 
 Key = tuple[Any, ...]
 
-_PARENTS = frozenset(t.parent for t in TABLES if t.parent)
-RETURNING_TABLES = _PARENTS | {"routing_tables", "classifier_winners", "classifier_overrides"}
+PARENTS = frozenset(t.parent for t in TABLES if t.parent)
+RETURNING_TABLES = PARENTS | {"routing_tables", "classifier_winners", "classifier_overrides"}
 """Tables whose freshly inserted keys the writer reports (children gating, NOTIFY)."""
 
 
@@ -42,11 +39,11 @@ def group_rows(events: Iterable[list[Row]]) -> dict[str, list[tuple[Any, ...]]]:
     grafts its children onto the first version (in a batch or across batches alike).
     """
     out: dict[str, dict[Any, tuple[Any, ...]]] = {}
-    keys = _KEY_GETTERS
+    keys = KEY_GETTERS
     for rows in events:
         claimed: dict[str, set[Any]] | None = None
         for table, values in rows:
-            parent = _PARENT_OF.get(table)
+            parent = PARENT_OF.get(table)
             if parent is not None:
                 name, parent_key = parent
                 if claimed is None or parent_key(values) not in claimed.get(name, ()):
@@ -58,20 +55,20 @@ def group_rows(events: Iterable[list[Row]]) -> dict[str, list[tuple[Any, ...]]]:
             if key in by_key:
                 continue
             by_key[key] = values
-            if table in _PARENTS:
+            if table in PARENTS:
                 if claimed is None:
                     claimed = {}
                 claimed.setdefault(table, set()).add(key)
     return {t: list(v.values()) for t, v in out.items()}
 
 
-_KEY_GETTERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+KEY_GETTERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     t.name: operator.itemgetter(*t.key_index)  # type: ignore[attr-defined]
     for t in TABLES
 }
 """Natural key of a row: a scalar for one-column keys, else a tuple (itemgetter's shapes)."""
 
-_PARENT_OF: dict[str, tuple[str, Callable[[tuple[Any, ...]], Any]]] = {
+PARENT_OF: dict[str, tuple[str, Callable[[tuple[Any, ...]], Any]]] = {
     t.name: (t.parent, operator.itemgetter(*(t.columns.index(c) for c in t.parent_key)))
     for t in TABLES
     if t.parent
@@ -135,323 +132,3 @@ async def write_rows(
             if clear_staging:
                 await cur.execute(sql.SQL("delete from {}").format(tmp))
     return inserted
-
-
-# ---- bulk path (replay into a fresh schema) ------------------------------------------
-
-
-class BulkUnsupported(RuntimeError):
-    """The log holds something the bulk path does not reproduce exactly (an orphan row, a
-    constraint the rows break): the replay falls back to the transactional projector."""
-
-
-BULK_MARKER = "projection_bulk_load"
-"""Table present while a schema is being bulk-loaded (constraints off): projectors refuse it."""
-
-
-@dataclass(frozen=True)
-class Deferred:
-    table: str
-    name: str
-    kind: str
-    """'p' primary key, 'u' unique, 'f' foreign key, 'i' plain index."""
-    definition: str
-    columns: tuple[str, ...] = ()
-    ref_table: str | None = None
-    ref_columns: tuple[str, ...] = ()
-
-
-_CONSTRAINTS = """
-select t.relname, c.conname, c.contype, pg_get_constraintdef(c.oid),
-       array(select a.attname from unnest(c.conkey) with ordinality k(n, o)
-             join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.o),
-       rt.relname,
-       array(select a.attname from unnest(c.confkey) with ordinality k(n, o)
-             join pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.n order by k.o)
-from pg_constraint c
-join pg_class t on t.oid = c.conrelid
-left join pg_class rt on rt.oid = c.confrelid
-where c.connamespace = to_regnamespace(%(schema)s) and t.relname = any(%(tables)s)
-  and c.contype in ('p', 'u', 'f')
-order by t.relname, c.conname
-"""
-
-_INDEXES = """
-select t.relname, i.relname, pg_get_indexdef(x.indexrelid)
-from pg_index x
-join pg_class i on i.oid = x.indexrelid
-join pg_class t on t.oid = x.indrelid
-where t.relnamespace = to_regnamespace(%(schema)s) and t.relname = any(%(tables)s)
-  and not exists (select 1 from pg_constraint c where c.conindid = x.indexrelid)
-order by t.relname, i.relname
-"""
-
-
-def read_deferrable(conn: psycopg.Connection, schema: str) -> list[Deferred]:
-    """The keys, foreign keys and indexes of the projected tables, as the catalog has them."""
-    params = {"schema": schema, "tables": [t.name for t in TABLES]}
-    out = [
-        Deferred(t, n, k, d, tuple(cols), rt, tuple(rcols or ()))
-        for t, n, k, d, cols, rt, rcols in conn.execute(_CONSTRAINTS, params).fetchall()
-    ]
-    out += [Deferred(t, n, "i", d) for t, n, d in conn.execute(_INDEXES, params).fetchall()]
-    return out
-
-
-class BulkClaims:
-    """The live writer's rules, kept in memory for a replay into an empty schema.
-
-    First occurrence of a natural key wins, children only from the event that claimed their
-    parent (as `group_rows` + `write_rows` across batches), and every foreign key that is
-    not such a parent link is checked against the keys claimed so far: a miss (the live
-    projector would record the event in projection_errors) raises BulkUnsupported.
-    """
-
-    def __init__(self, deferred: list[Deferred]) -> None:
-        self.seen: dict[str, set[Any]] = {t.name: set() for t in TABLES if not t.parent}
-        self.fks: dict[str, list[tuple[Callable[[tuple[Any, ...]], Any], str]]] = {}
-        for d in deferred:
-            if d.kind != "f":
-                continue
-            spec = TABLE_BY_NAME[d.table]
-            if spec.parent == d.ref_table and d.columns == spec.parent_key:
-                continue  # a parent link: children are gated by their own event
-            ref = TABLE_BY_NAME.get(d.ref_table or "")
-            if ref is None or ref.parent is not None or d.ref_columns != ref.key:
-                raise BulkUnsupported(f"foreign key {d.name} is not checkable in memory")
-            getter = operator.itemgetter(*(spec.columns.index(c) for c in d.columns))
-            self.fks.setdefault(d.table, []).append((getter, ref.name))
-
-    def claim(self, events: Iterable[list[Row]]) -> dict[str, list[tuple[Any, ...]]]:
-        """The rows of `events` that the live projector would insert, by table."""
-        out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in TABLES}
-        seen = self.seen
-        # One lookup per row: (key getter, seen keys | None for children, parent link,
-        # foreign keys to check, is a parent, destination list).
-        plans = {
-            t.name: (
-                _KEY_GETTERS[t.name],
-                seen.get(t.name),
-                _PARENT_OF.get(t.name),
-                tuple(self.fks.get(t.name, ())),
-                t.name in _PARENTS,
-                out[t.name],
-            )
-            for t in TABLES
-        }
-        for rows in events:
-            # (table, key) of the parent rows this event claimed, and of its children
-            claimed: set[tuple[str, Any]] | None = None
-            for table, values in rows:
-                key_of, keys, parent, fks, is_parent, dest = plans[table]
-                key = key_of(values)
-                if keys is not None:
-                    if key in keys:
-                        continue
-                    keys.add(key)
-                else:
-                    assert parent is not None
-                    if claimed is None or (parent[0], parent[1](values)) not in claimed:
-                        continue
-                    if (table, key) in claimed:
-                        continue  # a child's key extends its parent's: only this event has it
-                    claimed.add((table, key))
-                for getter, ref in fks:
-                    if getter(values) not in seen[ref]:
-                        raise BulkUnsupported(
-                            f"{table} row {key!r} has no {ref} row before it (an orphan)"
-                        )
-                if is_parent:
-                    if claimed is None:
-                        claimed = set()
-                    claimed.add((table, key))
-                dest.append(values)
-        return out
-
-
-class BulkLoader:
-    """COPY into a fresh, empty schema with its keys, foreign keys and indexes dropped; at
-    the end they are re-created from the catalog's own definitions (same names), in
-    parallel on two connections, and foreign keys are validated against the loaded rows.
-
-    The rows of the whole load go in ONE transaction (`COPY ... FREEZE` after a TRUNCATE in
-    that transaction: no hint-bit rewrite when the indexes read the rows). While loading,
-    the schema carries the BULK_MARKER table, which projectors refuse; an interrupted load
-    leaves it behind, and the replay must start again (`--replace`). Sync connections, meant
-    to run in a thread: the COPY then overlaps the caller's decoding.
-    """
-
-    def __init__(self, url: str, schema: str, *, workers: int = 2) -> None:
-        self.url = url
-        self.schema = schema
-        self.workers = workers
-        self.deferred: list[Deferred] = []
-        self.copied: dict[str, int] = {t.name: 0 for t in TABLES}
-        self.freeze = False
-        """COPY ... FREEZE: this loader truncated the tables in its load transaction."""
-        self._conn: psycopg.Connection | None = None
-
-    def _connect(self) -> psycopg.Connection:
-        from projections.db import connect
-
-        conn = connect(self.url, self.schema, app="provenroute-replay", autocommit=True)
-        conn.execute("set synchronous_commit = off")
-        conn.execute("set maintenance_work_mem = '256MB'")
-        return conn
-
-    def open(self, *, shared: bool = False) -> BulkClaims:
-        """Check the schema is fresh, drop its keys and indexes, start the load transaction.
-
-        `shared`: other processes will load (`attach`), this loader only `finish`es.
-        """
-        conn = self._conn = self._connect()
-        marker = conn.execute("select to_regclass(%s)", (BULK_MARKER,)).fetchone()
-        if marker is None or marker[0] is None:
-            raise BulkUnsupported(f"schema {self.schema} was not prepared for a bulk load")
-        probe = sql.SQL(" union all ").join(
-            sql.SQL("select 1 from (select 1 from {} limit 1) x").format(sql.Identifier(t))
-            for t in (*(t.name for t in TABLES), "projection_offsets", "projection_errors")
-        )
-        if conn.execute(probe).fetchone() is not None:
-            raise BulkUnsupported(f"schema {self.schema} is not empty")
-        self.deferred = read_deferrable(conn, self.schema)
-        claims = BulkClaims(self.deferred)
-        with conn.transaction():
-            for kind in ("f", "p", "u", "i"):
-                for d in self.deferred:
-                    if d.kind == kind == "i":
-                        conn.execute(sql.SQL("drop index {}").format(sql.Identifier(d.name)))
-                    elif d.kind == kind:
-                        conn.execute(
-                            sql.SQL("alter table {} drop constraint {}").format(
-                                sql.Identifier(d.table), sql.Identifier(d.name)
-                            )
-                        )
-        if shared:
-            return claims
-        conn.autocommit = False
-        conn.execute(
-            sql.SQL("truncate {}").format(
-                sql.SQL(", ").join(sql.Identifier(t.name) for t in TABLES)
-            )
-        )
-        self.freeze = True
-        return claims
-
-    def attach(self, deferred: list[Deferred]) -> BulkClaims:
-        """Load beside other loaders into a schema another loader `open`ed (`shared`)."""
-        self.deferred = deferred
-        claims = BulkClaims(deferred)
-        self._conn = self._connect()
-        self._conn.autocommit = False
-        return claims
-
-    def commit_rows(self) -> None:
-        """An attached loader's end: its rows are in; the opener restores the constraints."""
-        assert self._conn is not None
-        self._conn.commit()
-
-    def copy(self, grouped: dict[str, list[tuple[Any, ...]]]) -> None:
-        """COPY one batch's claimed rows (inside the load transaction)."""
-        assert self._conn is not None
-        with self._conn.cursor() as cur:
-            for spec in TABLES:
-                rows = grouped.get(spec.name)
-                if not rows:
-                    continue
-                cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
-                stmt = sql.SQL("copy {} ({}) from stdin {}").format(
-                    sql.Identifier(spec.name),
-                    cols,
-                    sql.SQL("with (freeze)" if self.freeze else ""),
-                )
-                with cur.copy(stmt) as cp:
-                    write = cp.write_row
-                    for r in rows:
-                        write(r)
-                self.copied[spec.name] += len(rows)
-
-    def finish(
-        self,
-        offsets: list[tuple[str, int, int]],
-        errors: list[tuple[str, int, int, str | None, str, str | None]],
-    ) -> None:
-        """Commit the rows, restore and validate the constraints, write errors and offsets,
-        drop the marker. Raises (psycopg.Error) if the rows break a key or a foreign key."""
-        conn = self._conn
-        assert conn is not None
-        if not conn.autocommit:
-            conn.commit()
-            conn.autocommit = True
-        self._restore()
-        with conn.transaction():
-            with conn.cursor() as cur:
-                if errors:
-                    cur.executemany(
-                        "insert into projection_errors"
-                        ' (topic, partition, "offset", event_type, reason, raw_excerpt)'
-                        " values (%s, %s, %s, %s, %s, %s)",
-                        errors,
-                    )
-                if offsets:
-                    cur.executemany(
-                        "insert into projection_offsets (topic, partition, next_offset)"
-                        " values (%s, %s, %s)",
-                        offsets,
-                    )
-                cur.execute(sql.SQL("drop table {}").format(sql.Identifier(BULK_MARKER)))
-            conn.execute("set synchronous_commit = on")  # the final commit is durable
-
-    def _restore(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        def run(statements: list[sql.Composed | sql.SQL]) -> None:
-            with self._connect() as c:
-                for s in statements:
-                    c.execute(s)
-
-        by_table: dict[str, list[sql.Composed | sql.SQL]] = {}
-        for d in self.deferred:
-            if d.kind in ("p", "u"):
-                by_table.setdefault(d.table, []).append(
-                    sql.SQL("alter table {} add constraint {} ").format(
-                        sql.Identifier(d.table), sql.Identifier(d.name)
-                    )
-                    + sql.SQL(d.definition)  # type: ignore[arg-type]  # from the catalog
-                )
-            elif d.kind == "i":
-                by_table.setdefault(d.table, []).append(sql.SQL(d.definition))  # type: ignore[arg-type]
-        biggest_first = sorted(by_table.items(), key=lambda kv: -self.copied.get(kv[0], 0))
-        fks = [d for d in self.deferred if d.kind == "f"]
-        with ThreadPoolExecutor(self.workers) as pool:
-            for f in [pool.submit(run, stmts) for _t, stmts in biggest_first]:
-                f.result()
-            # NOT VALID first (brief locks, one connection), then validate in parallel.
-            run(
-                [
-                    sql.SQL("alter table {} add constraint {} ").format(
-                        sql.Identifier(d.table), sql.Identifier(d.name)
-                    )
-                    + sql.SQL(d.definition + " not valid")  # type: ignore[arg-type]
-                    for d in fks
-                ]
-            )
-            fks.sort(key=lambda d: -self.copied.get(d.table, 0))
-            validations = [
-                pool.submit(
-                    run,
-                    [
-                        sql.SQL("alter table {} validate constraint {}").format(
-                            sql.Identifier(d.table), sql.Identifier(d.name)
-                        )
-                    ],
-                )
-                for d in fks
-            ]
-            for f in validations:
-                f.result()
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None

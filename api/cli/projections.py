@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from datetime import datetime
@@ -57,9 +58,14 @@ def project_cmd(
         str | None, typer.Option(help="Schema (default: settings.db_schema).")
     ] = None,
 ) -> None:
-    """Run the projector in the foreground (events + decisions -> PostgreSQL) until Ctrl-C."""
+    """Run the projector in the foreground (events + decisions -> PostgreSQL) until Ctrl-C.
+
+    Start several for a hot standby: one is active, the others take over when it dies.
+    """
     settings = Settings()
     console = Console(stderr=True)
+    # "standing by" / "active" are log lines: show them.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> ProjectorStats:
         stop = asyncio.Event()

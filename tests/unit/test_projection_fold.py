@@ -15,11 +15,13 @@ from bench.synthetic import DEFAULT_MODELS, LogBuilder, SimModel
 from contracts.codec import encode_event
 from contracts.envelope import EventBase
 from contracts.events import EVENT_CLASSES, CaseGraded, RunStarted
-from projections.fold import FAST_FOLDERS, FOLDERS, Row, fold
+from projections.bulk_writer import BulkClaims, BulkUnsupported, Deferred
+from projections.fast_fold import FAST_FOLDERS
+from projections.fold import FOLDERS, Row, fold
 from projections.migrate import load_migrations
 from projections.queries import Candidate, TableAt, diff_tables
 from projections.tables import TABLE, TABLES
-from projections.writer import BulkClaims, BulkUnsupported, Deferred, group_rows
+from projections.writer import group_rows
 
 
 def _log() -> LogBuilder:

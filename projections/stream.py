@@ -1,0 +1,230 @@
+"""Reading the log into batches of folded rows: what the live projector and the bulk loader share.
+
+A `LogFolder` turns `getmany` results into a `Batch`: messages below the folded position
+are skipped, tombstones and unknown types are ignored (their offsets still advance),
+undecodable payloads become error items, and with `until` each partition stops at its
+first later event. No IO: the callers own the consumer and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from contracts.codec import DecodeError, decode_event
+from contracts.events import EVENT_CLASSES
+from infra.settings import Settings
+from projections.fast_fold import FAST_FOLDERS
+from projections.fold import Row, fold
+
+log = logging.getLogger("provenroute.projector")
+
+RAW_EXCERPT = 500
+
+ErrorRow = tuple[str, int, int, str | None, str, str | None]
+"""A projection_errors row: topic, partition, offset, event type, reason, raw excerpt."""
+
+
+def parse_ts(value: str) -> datetime:
+    """An ISO-8601 timestamp; a naive one is taken as UTC."""
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class ProjectorRefused(RuntimeError):
+    """The target schema must not be projected into (an unfinished bulk replay)."""
+
+
+@dataclass
+class ProjectorStats:
+    events_applied: int = 0
+    """Events decoded, folded and committed (duplicates of projected facts included)."""
+    ignored: int = 0
+    """Messages of unknown types or tombstones: skipped, offset advanced."""
+    failed: int = 0
+    """Invalid messages or constraint violations recorded in projection_errors."""
+    skipped_below_offset: int = 0
+    batches: int = 0
+    reconnects: int = 0
+    diverged: int = 0
+    """Batches dropped because the stored offsets moved under the projector."""
+    workers: int = 1
+    """Processes that loaded (a parallel bulk replay)."""
+    took_over: bool = False
+    """A following projector: it acquired the schema's projector lock (it is the active one)."""
+    to_drain: int | None = None
+    """Draining: messages between the start positions and the end offsets seen at start."""
+    started: float = field(default_factory=time.monotonic)
+    elapsed_s: float = 0.0
+    positions: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Next offset per topic and partition when the projector stopped."""
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events_applied / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def record_positions(self, positions: dict[TopicPartition, int]) -> None:
+        self.elapsed_s = time.monotonic() - self.started
+        self.positions = {}
+        for tp, off in positions.items():
+            self.positions.setdefault(tp.topic, {})[tp.partition] = off
+
+
+@dataclass
+class Item:
+    tp: TopicPartition
+    offset: int
+    event_type: str | None
+    rows: list[Row]
+    error: str | None = None
+    raw: bytes | None = None
+
+    def error_row(self) -> ErrorRow:
+        assert self.error is not None
+        excerpt = None if self.raw is None else self.raw[:RAW_EXCERPT].decode("utf-8", "replace")
+        return (self.tp.topic, self.tp.partition, self.offset, self.event_type, self.error, excerpt)
+
+
+@dataclass
+class Batch:
+    items: list[Item]
+    start: dict[TopicPartition, int]
+    """Next offset per partition before this batch (what Postgres must hold)."""
+    end: dict[TopicPartition, int]
+    """Next offset per partition after it."""
+    applied: int = 0
+    ignored: int = 0
+
+
+def is_set(stop: asyncio.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+def _later_than(raw: bytes, until: datetime) -> bool:
+    """For messages that do not decode: is their `occurred_at` (if readable) past `until`?"""
+    try:
+        value = orjson.loads(raw).get("occurred_at")
+        return isinstance(value, str) and parse_ts(value) > until
+    except (orjson.JSONDecodeError, AttributeError, ValueError):
+        return False
+
+
+def new_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer without a group (positions live in Postgres), fetching in large batches."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        fetch_max_wait_ms=100,
+    )
+
+
+async def assign_partitions(
+    consumer: AIOKafkaConsumer,
+    topics: tuple[str, ...],
+    only: tuple[tuple[str, int], ...] | None = None,
+) -> list[TopicPartition]:
+    """Assign every partition of `topics` (or the `only` ones among them) to `consumer`."""
+    # `consumer.topics()` fetches metadata but leaves the consumer's own cluster view
+    # as it was (aiokafka 0.14), so partitions_for_topic would answer None: read the
+    # freshly fetched cluster instead.
+    cluster = await consumer._client.fetch_all_metadata()
+    tps: list[TopicPartition] = []
+    for topic in topics:
+        parts = cluster.partitions_for_topic(topic)
+        if not parts:
+            log.warning("topic %s does not exist; not projecting it", topic)
+            continue
+        tps += [TopicPartition(topic, p) for p in sorted(parts)]
+    if only is not None:
+        mine = set(only)
+        tps = [tp for tp in tps if (tp.topic, tp.partition) in mine]
+    consumer.assign(tps)
+    return tps
+
+
+class LogFolder:
+    """Folds consumed messages into batches, tracking the folded position per partition."""
+
+    def __init__(self, stats: ProjectorStats, *, until: datetime | None, fast: bool) -> None:
+        self.stats = stats
+        self.until = until
+        self.fast = fast
+        """Fold the high-volume events without pydantic validation (trusted replays)."""
+        self.folded: dict[TopicPartition, int] = {}
+        """Next offset per partition as folded (ahead of what is committed)."""
+        self.cut: set[TopicPartition] = set()
+        """Partitions stopped by `until` (their next event is later than it)."""
+
+    def finished(self, tps: list[TopicPartition], end: dict[TopicPartition, int]) -> bool:
+        """Every partition folded up to `end` or cut by `until`."""
+        return all(tp in self.cut or self.folded[tp] >= end.get(tp, 0) for tp in tps)
+
+    def active(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [tp for tp in tps if tp not in self.cut]
+
+    def _decode_fold(self, raw: bytes) -> tuple[str, str | None, list[Row]]:
+        """(occurred_at, type, rows) of a message; raises DecodeError."""
+        if self.fast:
+            try:
+                d = orjson.loads(raw)
+                fast = FAST_FOLDERS.get((d["type"], d["schema_version"]))
+                if fast is not None:
+                    return d["occurred_at"], d["type"], fast(d)
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                pass  # the validating decoder says precisely what is wrong
+        event = decode_event(raw)
+        return event.occurred_at, event.type, fold(event)
+
+    def fold(self, data: dict[TopicPartition, list[Any]]) -> Batch:
+        items: list[Item] = []
+        start: dict[TopicPartition, int] = {}
+        end: dict[TopicPartition, int] = {}
+        applied = ignored = 0
+        until = self.until
+        for tp, msgs in data.items():
+            if tp in self.cut:
+                continue
+            pos = self.folded.get(tp, 0)
+            start[tp] = end[tp] = pos
+            for m in msgs:
+                if m.offset < pos:
+                    self.stats.skipped_below_offset += 1
+                    continue
+                raw = m.value
+                if raw is None:
+                    ignored += 1
+                    end[tp] = m.offset + 1
+                    continue
+                try:
+                    occurred_at, type_name, rows = self._decode_fold(raw)
+                except DecodeError as e:
+                    if until is not None and _later_than(raw, until):
+                        self.cut.add(tp)
+                        break
+                    if e.type_name is not None and e.type_name not in EVENT_CLASSES:
+                        ignored += 1
+                    else:
+                        items.append(Item(tp, m.offset, e.type_name, [], e.reason, raw))
+                    end[tp] = m.offset + 1
+                    continue
+                if until is not None and parse_ts(occurred_at) > until:
+                    self.cut.add(tp)
+                    break
+                if rows:
+                    items.append(Item(tp, m.offset, type_name, rows))
+                    applied += 1
+                else:
+                    ignored += 1
+                end[tp] = m.offset + 1
+        self.folded.update(end)
+        return Batch(items, start, end, applied, ignored)
