@@ -36,7 +36,8 @@ class DecisionMade(EventBase):
     tier: Tier | None
     """Difficulty tier of the request; None when classification failed entirely."""
     sticky: bool
-    """True when the conversation's incumbent was kept over the fresh pick."""
+    """True when the conversation's incumbent was kept over a different, cheaper fresh pick
+    (an incumbent that is the fresh pick, or costs no more, is not sticky)."""
     null_reason: str | None
     """Why no model was chosen (no table, classifier failure, timeout); None otherwise."""
     classifier_model: NonEmptyStr
