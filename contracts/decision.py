@@ -14,6 +14,10 @@ input tokens (4-10x cache-read rates) on the context that dominates an agent ses
 spend. A switch only pays off when the per-turn savings clearly exceed that one-time
 penalty, which is what the factor encodes.
 
+``sticky`` marks a decision that stickiness made dearer: the incumbent was kept although a
+different, strictly cheaper fresh pick was passed over. An incumbent that is the fresh pick,
+or costs no more than it, is served as it would have been anyway, so it is not counted.
+
 The session state itself only follows real classifier output: a heuristic-fallback
 classification never re-anchors a session, and a null decision never changes it.
 """
@@ -62,7 +66,7 @@ class Decision(BaseModel):
     reasoning_effort: ReasoningEffort | None
     tier: Tier
     sticky: bool = False
-    """True when the session's incumbent was kept instead of the fresh pick."""
+    """True when the session's incumbent was kept over a different, cheaper fresh pick."""
     null_reason: str | None = None
     table_version: str | None = None
     """Version of the table the decision came from; None without a table."""
@@ -129,7 +133,8 @@ def decide_model(
             and current.meetsThreshold
             and _within_switch_cost(current.avgCostUsd, fresh.avgCostUsd, table.switchCostFactor)
         ):
-            return _chosen(current, tier, sticky=True, version=table.version)
+            passed_over = current.model != fresh.model and fresh.avgCostUsd < current.avgCostUsd
+            return _chosen(current, tier, sticky=passed_over, version=table.version)
     return _chosen(fresh, tier, sticky=False, version=table.version)
 
 

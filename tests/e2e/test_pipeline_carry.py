@@ -3,8 +3,6 @@ measures again (real Kafka and Docker, SIMULATED provider)."""
 
 from __future__ import annotations
 
-import time
-
 from contracts.config import BenchmarkConfig
 from contracts.events import RoutingTablePublished
 from contracts.routing_table import RoutingTable
@@ -40,9 +38,7 @@ def test_second_run_carries_every_model_and_forced_run_reruns(pipeline: Pipeline
     table1 = first.one(RoutingTablePublished).table
 
     # -- second run: carried, nothing enqueued, published without executing anything
-    t0 = time.monotonic()
-    second = pipeline.run(pipeline.start_run("decider"), timeout_s=30)
-    publish_s = time.monotonic() - t0
+    second = pipeline.run(pipeline.start_run("decider"))
     assert second.carried == {"sim/balanced"} and second.enqueued == set()
     assert (second.fanned_out.jobs, second.fanned_out.expected_results) == (0, 0)
     assert second.graded == []
@@ -55,7 +51,6 @@ def test_second_run_carries_every_model_and_forced_run_reruns(pipeline: Pipeline
     table2 = second.one(RoutingTablePublished).table
     assert table2.version == second.run_id
     assert comparable(table2) == comparable(table1)
-    assert publish_s < 10, f"a carried run took {publish_s:.1f}s to publish"
 
     # -- forced run: every model measured again, same deterministic outcome
     forced = pipeline.run(pipeline.start_run("decider", force=True))

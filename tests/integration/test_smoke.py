@@ -101,12 +101,17 @@ async def test_faust_agent_receives_a_contract_event(
     finally:
         worker.terminate()
         try:
-            worker.communicate(timeout=30)
+            worker.communicate(timeout=120)
+            stopped_on_term = True
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.communicate()
+            stopped_on_term = False
         log_file.close()
-    assert worker.returncode is not None
+    # SIGTERM is how every supervisor stops a worker: it must shut down cleanly on it.
+    tail = log_path.read_text()[-3000:]
+    assert stopped_on_term, f"the worker ignored SIGTERM; log:\n{tail}"
+    assert worker.returncode == 0, f"exit status {worker.returncode}; log:\n{tail}"
 
 
 def test_postgres_round_trip(base_settings: Settings, pg_schema: str) -> None:

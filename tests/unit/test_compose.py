@@ -39,8 +39,34 @@ def test_ports_match_local_defaults() -> None:
     assert ":5432/" in s.database_url
     assert f"127.0.0.1:{s.api_port}:8080" in services["api"]["ports"]
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
-    assert "KRaft" not in services["kafka"]["environment"]  # configured by roles, not a flag
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def _listeners(value: str) -> dict[str, str]:
+    """`NAME://host:port,...` as {name: port}."""
+    return {n: addr.rsplit(":", 1)[1] for n, addr in (x.split("://") for x in value.split(","))}
+
+
+def test_kafka_runs_as_one_kraft_node_that_can_vote_for_itself() -> None:
+    env = _compose()["services"]["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    listeners = _listeners(env["KAFKA_LISTENERS"])
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(listeners) == set(protocols)
+    # The single voter is this node, reached on its own controller listener.
+    voter_id, voter_addr = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@")
+    assert int(voter_id) == int(env["KAFKA_NODE_ID"])
+    assert voter_addr.rsplit(":", 1)[1] == listeners[controller]
+    # Brokers talk on a listener that is advertised; the controller one is not.
+    advertised = _listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+    assert controller not in advertised
+    # A single node cannot hold more replicas than one.
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+    ):
+        assert int(env[key]) == 1, key
 
 
 def test_env_names_are_settings_fields_and_secrets_are_required() -> None:

@@ -8,12 +8,12 @@ these tests hold whatever state the real data is in; the `real_*` tests pin the 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from itertools import cycle
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from api.cli.datasets import app
@@ -346,19 +346,52 @@ def _pair(c: ClassifierCase) -> tuple[str, str]:
     return c.label.taskType, c.label.subtaskType
 
 
-def test_real_regexes_compile(real: tuple[list[ClassifierCase], list[DeciderCase]]) -> None:
-    for d in real[1]:
-        if isinstance(d.check, RegexCheck):
-            re.compile(d.check.expected)
+def test_regex_and_json_expectations_are_validated_on_load() -> None:
+    with pytest.raises(ValidationError, match="invalid regex"):
+        RegexCheck(expected="(unclosed")
+    with pytest.raises(ValidationError, match="unparsable json_equal"):
+        JsonEqualCheck(expected="{'not': json}")
 
 
-def test_real_json_equal_expectations_round_trip(
+def test_real_regexes_refuse_the_golden_answer_with_anything_around_it(
     real: tuple[list[ClassifierCase], list[DeciderCase]],
 ) -> None:
+    # An unanchored pattern would also pass an answer that lists extra items or buries the
+    # right one in a guess; every real regex must pin the whole answer line.
+    loose = {}
+    for d in real[1]:
+        if isinstance(d.check, RegexCheck):
+            for padded in (f"{d.golden_answer}, and more", f"maybe {d.golden_answer}"):
+                if run_check(d.check, padded).passed:
+                    loose[d.id] = padded
+    assert loose == {}
+
+
+def _perturbed(value: object) -> object:
+    """A JSON value that differs from `value` in one place."""
+    if isinstance(value, list) and value:
+        return value[:-1]
+    if isinstance(value, dict) and value:
+        first = next(iter(value))
+        return {**value, first: _perturbed(value[first])}
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    return [value]
+
+
+def test_real_json_equal_checks_refuse_a_value_off_by_one_part(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    lenient = []
     for d in real[1]:
         if isinstance(d.check, JsonEqualCheck):
             value = d.check.expected_value()
-            assert json.loads(json.dumps(value)) == value, d.id
+            assert run_check(d.check, json.dumps(value, indent=2)).passed, d.id
+            if run_check(d.check, json.dumps(_perturbed(value))).passed:
+                lenient.append(d.id)
+    assert lenient == []
 
 
 def test_real_cases_round_trip_through_json(

@@ -193,6 +193,9 @@ async def test_incumbent_kept_within_factor_and_switched_beyond_it() -> None:
     await service.live.reload()
     switched = await service.decide("c1", user("a", "b", "c"))
     assert (switched["model"], switched["sticky"]) == ("m/cheaper", False)
+    # The new incumbent is the fresh pick: nothing cheaper is passed over, so not sticky.
+    again = await service.decide("c1", user("a", "b", "c", "a"))
+    assert (again["model"], again["sticky"]) == ("m/cheaper", False)
 
 
 async def test_fallback_classification_never_reanchors_the_session() -> None:
