@@ -35,6 +35,7 @@ from contracts.taxonomy import (
     TASK_TYPES,
     Tier,
 )
+from simulator.dialects import AgentDialect, agent_dialect, submit_command
 from simulator.fleet import ModelProfile
 
 FailureKind = Literal["timeout", "empty", "malformed_json", "server_error", "rate_limited"]
@@ -49,7 +50,7 @@ TERMINAL_FAILURES: Final[frozenset[str]] = frozenset({"timeout", "empty", "malfo
 TRANSIENT_FAILURES: Final[frozenset[str]] = frozenset({"server_error", "rate_limited"})
 
 HARNESS_TOOLS: Final = ("read_file", "write_file", "list_dir", "run_shell")
-"""The decider harness's tools; the simulated agent only ever calls run_shell."""
+"""The built-in harness's tools; the simulated agent only ever calls run_shell."""
 
 _NORMAL: Final = NormalDist()
 
@@ -338,11 +339,32 @@ class Plan:
     kind: Literal["classifier", "decider", "unknown"] = "unknown"
 
 
-def _call(model_id: str, case_hash: str, rep: int, step: int, command: str) -> ToolCallPlan:
+def _call(
+    model_id: str,
+    case_hash: str,
+    rep: int,
+    step: int,
+    command: str,
+    dialect: AgentDialect = "builtin",
+) -> ToolCallPlan:
     call_id = (
         "call_" + hashlib.sha256(f"{model_id}|{case_hash}|{rep}|{step}".encode()).hexdigest()[:16]
     )
-    return ToolCallPlan(call_id, "run_shell", {"command": command})
+    if dialect == "builtin":
+        return ToolCallPlan(call_id, "run_shell", {"command": command})
+    if dialect == "kilo":
+        args = {"command": command, "description": "Run a shell command in the workspace"}
+        return ToolCallPlan(call_id, "bash", args)
+    return ToolCallPlan(call_id, "bash", {"command": command})
+
+
+def _first_command(profile: ModelProfile, case: DeciderCase, case_hash: str, rep: int) -> str:
+    """Step 0: the reference solution when the draw is right, a look around when wrong."""
+    if decider_draw(profile, case_hash, case.tier, rep).correct:
+        return case.reference or "true"
+    if unit(profile.id, case_hash, rep, "look") < 0.5 or not case.files:
+        return "ls -la"
+    return "cat " + shlex.quote(sorted(case.files)[0])
 
 
 def plan_decider(
@@ -354,35 +376,30 @@ def plan_decider(
     last_tool_output: str | None,
     tool_names: Sequence[str],
 ) -> Plan:
-    """A decider answer. Agentic cases with a run_shell tool: step 0 calls run_shell (the
+    """A decider answer. Agentic cases with a shell tool: step 0 runs a command (the
     reference solution when the draw is right, a harmless look around when wrong), later
-    steps answer (the last line the reference printed, or a wrong answer)."""
+    steps answer (the last line the reference printed, or a wrong answer) — as text, or for
+    mini-swe-agent as a submit command."""
     draw = decider_draw(profile, case_hash, case.tier, rep)
-    agentic = is_agentic(case) and "run_shell" in tool_names
-    if agentic and step == 0 and draw.failure not in ("empty", "malformed_json"):
-        if draw.correct:
-            command = case.reference or "true"
-        elif unit(profile.id, case_hash, rep, "look") < 0.5 or not case.files:
-            command = "ls -la"
-        else:
-            command = "cat " + shlex.quote(sorted(case.files)[0])
-        return Plan(
-            draw.failure,
-            None,
-            (_call(profile.id, case_hash, rep, step, command),),
-            draw.correct,
-            "decider",
-        )
+    dialect = agent_dialect(tool_names) if is_agentic(case) else None
+    if dialect and step == 0 and draw.failure not in ("empty", "malformed_json"):
+        command = _first_command(profile, case, case_hash, rep)
+        call = _call(profile.id, case_hash, rep, step, command, dialect)
+        return Plan(draw.failure, None, (call,), draw.correct, "decider")
     if draw.failure == "empty":
         text = ""
     elif draw.failure == "malformed_json":
         text = garbled_answer(case)
     elif draw.correct:
         text = (
-            tool_output_answer(last_tool_output or "") if agentic else correct_answer(case)
+            tool_output_answer(last_tool_output or "") if dialect else correct_answer(case)
         ) or "(the command printed nothing)"
     else:
         text = wrong_answer(case)
+    if dialect == "mini" and text:
+        # Every mini-swe-agent turn must be a tool call: the answer goes out as a submission.
+        call = _call(profile.id, case_hash, rep, step, submit_command(text), dialect)
+        return Plan(draw.failure, None, (call,), draw.correct, "decider")
     return Plan(draw.failure, text, (), draw.correct, "decider")
 
 

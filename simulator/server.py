@@ -6,9 +6,13 @@ simulated: model ids `sim/...`, `owned_by: "simulated"`, `system_fingerprint:
 on every response (errors included).
 
 The request protocol others rely on:
-- the case is recognised by content_hash of the FIRST user message's content;
-- the repetition is the OpenAI `seed` field (default 0);
-- the agent step is the number of assistant messages already in the request.
+- the case is recognised by content_hash of the FIRST user message's content, or by the
+  `X-Provenroute-Case-Hash` header (agent CLIs wrap the prompt in their own text; the
+  worker's model proxy attaches the header);
+- the repetition is the `X-Provenroute-Rep` header, else the OpenAI `seed` field (default 0);
+- the agent step is the number of assistant messages already in the request;
+- `stream: true` answers with SSE chunks (`simulator.sse`), the usage chunk included when
+  `stream_options.include_usage` (or OpenRouter's `usage.include`) asks for it.
 Answers come from the pure `simulator.behaviour` module; this module only adds HTTP, auth,
 latency sleeps and the transient 5xx/429 bursts (which need a per-key attempt counter).
 """
@@ -16,35 +20,37 @@ latency sleeps and the transient 5xx/429 bursts (which need a per-key attempt co
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import math
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.cases import ClassifierCase, DeciderCase
 from contracts.classification import Classification
 from contracts.classifier_prompt import CLASSIFIER_SYSTEM_PROMPT, heuristic_classification
-from infra.provider.pricing import token_cost
 from simulator import behaviour
 from simulator.behaviour import Plan
 from simulator.catalog import CaseIndex, load_cases
+from simulator.completions import (
+    completion_response,
+    message_text,
+    sse_events,
+    wants_usage,
+)
 from simulator.fleet import Fleet, ModelProfile, load_fleet
 
 log = logging.getLogger(__name__)
 
 LATENCY_SCALE_ENV: Final = "PROVENROUTE_SIM_LATENCY_SCALE"
 SIM_HEADER: Final = "X-Provenroute-Simulated"
-FINGERPRINT: Final = "provenroute-simulated"
+CASE_HASH_HEADER: Final = "X-Provenroute-Case-Hash"
+REP_HEADER: Final = "X-Provenroute-Rep"
 _MAX_TRACKED_BURSTS: Final = 100_000
 _POLL_S: Final = 0.2
 
@@ -96,32 +102,6 @@ def _error(
     return _json(status, body, headers=h or None)
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text", "")
-            for p in content
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
-def _prompt_chars(messages: list[Any], tools: Any) -> int:
-    total = 0
-    for m in messages:
-        if not isinstance(m, dict):
-            continue
-        total += len(_text(m.get("content")))
-        for call in m.get("tool_calls") or []:
-            if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                total += len(str(call["function"].get("arguments", "")))
-    if tools:
-        total += len(orjson.dumps(tools))
-    return total
-
-
 class _Disconnected(Exception):
     pass
 
@@ -162,7 +142,7 @@ class SimState:
 def _is_classifier_request(messages: list[Any]) -> bool:
     for m in messages:
         if isinstance(m, dict) and m.get("role") == "system":
-            text = _text(m.get("content"))
+            text = message_text(m.get("content"))
             if text == CLASSIFIER_SYSTEM_PROMPT or (
                 '"taskType"' in text and '"subtaskType"' in text
             ):
@@ -171,19 +151,25 @@ def _is_classifier_request(messages: list[Any]) -> bool:
 
 
 def _plan(
-    state: SimState, profile: ModelProfile, body: dict[str, Any], rep: int
+    state: SimState,
+    profile: ModelProfile,
+    body: dict[str, Any],
+    rep: int,
+    case_hash: str | None = None,
 ) -> tuple[Plan, str, int]:
     messages: list[Any] = body["messages"]
     step = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
     first_user = next(
         (
-            _text(m.get("content"))
+            message_text(m.get("content"))
             for m in messages
             if isinstance(m, dict) and m.get("role") == "user"
         ),
         "",
     )
     digest, ref = state.cases.lookup(first_user)
+    if case_hash and ref is None:
+        digest, ref = case_hash, state.cases.by_hash.get(case_hash)
     if ref is not None and ref.kind == "classifier":
         assert isinstance(ref.case, ClassifierCase)
         return behaviour.plan_classifier(profile, ref.case.label, digest, rep), digest, step
@@ -197,7 +183,7 @@ def _plan(
         ]
         last_tool = next(
             (
-                _text(m.get("content"))
+                message_text(m.get("content"))
                 for m in reversed(messages)
                 if isinstance(m, dict) and m.get("role") == "tool"
             ),
@@ -289,8 +275,6 @@ def create_app(
             return _error(
                 400, "`model` and a non-empty `messages` list are required", "invalid_request_error"
             )
-        if body.get("stream"):
-            return _error(400, "the simulated provider does not stream", "invalid_request_error")
         profile = fleet.get(model_id)
         if profile is None:
             return _error(
@@ -301,8 +285,12 @@ def create_app(
             )
         seed = body.get("seed", 0)
         rep = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+        rep_header = request.headers.get(REP_HEADER, "")
+        if rep_header.isdigit():
+            rep = int(rep_header)
+        case_hash = request.headers.get(CASE_HASH_HEADER, "").strip().lower() or None
 
-        plan, digest, step = _plan(state, profile, body, rep)
+        plan, digest, step = _plan(state, profile, body, rep, case_hash)
         try:
             if (
                 step == 0
@@ -329,70 +317,13 @@ def create_app(
             )
         except _Disconnected:
             return Response(status_code=499)
-        return _json(200, completion_response(profile, body, plan, digest, rep, step))
+        completion = completion_response(profile, body, plan, digest, rep, step)
+        if body.get("stream"):
+            return StreamingResponse(
+                sse_events(completion, include_usage=wants_usage(body)),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        return _json(200, completion)
 
     return app
-
-
-@dataclass(frozen=True)
-class _CallJson:
-    id: str
-    name: str
-    arguments_json: str
-
-
-def _calls_json(plan: Plan) -> list[_CallJson]:
-    return [_CallJson(c.id, c.name, orjson.dumps(c.arguments).decode()) for c in plan.tool_calls]
-
-
-def completion_response(
-    profile: ModelProfile, body: dict[str, Any], plan: Plan, digest: str, rep: int, step: int
-) -> dict[str, Any]:
-    text = plan.text
-    finish = "tool_calls" if plan.tool_calls else "stop"
-    max_tokens = body.get("max_tokens")
-    if (
-        isinstance(text, str)
-        and isinstance(max_tokens, int)
-        and max_tokens > 0
-        and behaviour.estimate_tokens(text) > max_tokens
-    ):
-        text, finish = text[: max_tokens * 4], "length"
-    tool_calls: list[dict[str, Any]] = [
-        {
-            "id": c.id,
-            "type": "function",
-            "function": {"name": c.name, "arguments": c.arguments_json},
-        }
-        for c in _calls_json(plan)
-    ]
-    out_chars = len(text or "") + sum(len(c.arguments_json) for c in _calls_json(plan))
-    prompt_tokens = max(1, math.ceil(_prompt_chars(body["messages"], body.get("tools")) / 4))
-    completion_tokens = math.ceil(out_chars / 4)
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-    if profile.report_cost:
-        usage["cost"] = token_cost(
-            prompt_tokens,
-            completion_tokens,
-            profile.price.input_per_mtok,
-            profile.price.output_per_mtok,
-        )
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    rid = hashlib.sha256(f"{profile.id}|{digest}|{rep}|{step}".encode()).hexdigest()[:24]
-    return {
-        "id": f"chatcmpl-sim-{rid}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": profile.id,
-        "provider": "provenroute-simulated",
-        "system_fingerprint": FINGERPRINT,
-        "simulated": True,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-        "usage": usage,
-    }

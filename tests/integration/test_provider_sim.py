@@ -35,8 +35,9 @@ from infra.provider.pricing import token_cost
 from infra.settings import Settings
 from simulator import behaviour
 from simulator.catalog import CaseIndex, classifier_case_hash, decider_case_hash, load_cases
+from simulator.completions import FINGERPRINT
 from simulator.fleet import Fleet, ModelProfile, load_fleet
-from simulator.server import FINGERPRINT, SIM_HEADER, create_app
+from simulator.server import SIM_HEADER, create_app
 
 KEY = "sk-test-0123456789abcdef-secret"
 OTHER_KEY = "sk-benchmark-identity-secret"

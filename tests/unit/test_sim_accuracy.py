@@ -28,8 +28,8 @@ from contracts.tiers import derive_tier
 from contracts.winner import classifier_stats_from_outcomes, pick_classifier_winner
 from simulator import behaviour
 from simulator.catalog import classifier_case_hash, decider_case_hash, load_cases
+from simulator.completions import completion_response
 from simulator.fleet import Fleet, ModelProfile, load_fleet
-from simulator.server import completion_response
 
 REPS = (0, 1, 2)
 Z = 3.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 from functools import cache
 
 import pytest
@@ -23,7 +24,7 @@ from contracts.classification import CLASSIFICATION_FIELDS, Classification
 from contracts.classifier_prompt import ParseFailure, parse_classification
 from contracts.decider_grading import run_check
 from contracts.taxonomy import EXECUTION_MODES, LEVELS, TAXONOMY_PAIRS, subtype_belongs
-from simulator import behaviour
+from simulator import behaviour, dialects
 from simulator.behaviour import (
     classifier_draw,
     classifier_fields,
@@ -295,3 +296,53 @@ def test_latency_is_deterministic_lognormal_and_scaled() -> None:
     assert behaviour.latency_ms(profile, "h", 0, 0, 2.0) == pytest.approx(
         2 * behaviour.latency_ms(profile, "h", 0, 0, 1.0)
     )
+
+
+KILO_TOOLS = ("bash", "edit", "glob", "grep", "read", "write")
+MINI_TOOLS = ("bash",)
+
+
+def test_the_request_tools_reveal_the_agent_dialect() -> None:
+    assert dialects.agent_dialect(behaviour.HARNESS_TOOLS) == "builtin"
+    assert dialects.agent_dialect(KILO_TOOLS) == "kilo"
+    assert dialects.agent_dialect(MINI_TOOLS) == "mini"
+    assert dialects.agent_dialect(["read"]) is None
+
+
+def _mini_submission(command: str) -> str:
+    """What mini-swe-agent takes as the submission of a finishing command (it runs it in
+    bash; a printf of literal words is re-derived here by shell-splitting)."""
+    words = shlex.split(command)
+    assert words[:2] == ["printf", "%s\\n"], command
+    lines = words[2:]
+    assert lines[0] == dialects.SUBMIT_MARKER
+    return "\n".join(lines[1:]) + "\n"
+
+
+@pytest.mark.parametrize("model", ["sim/frontier", "sim/tiny", "sim/flaky"])
+def test_cli_dialects_realise_the_draw_through_their_own_tools(model: str) -> None:
+    profile = fleet().get(model)
+    assert profile is not None
+    for case in [c for c in all_decider_cases() if behaviour.is_agentic(c)]:
+        digest = decider_case_hash(case)
+        for rep in REPS:
+            draw = decider_draw(profile, digest, case.tier, rep)
+            if draw.failure in ("empty", "malformed_json"):
+                continue
+            for tools in (KILO_TOOLS, MINI_TOOLS):
+                first = plan_decider(profile, case, digest, rep, 0, None, tools)
+                (call,) = first.tool_calls
+                assert call.name == "bash"
+                assert (call.arguments["command"] == case.reference) == draw.correct
+                output = case.golden_answer if draw.correct else "total 0\n"
+                if tools == MINI_TOOLS:  # mini-swe-agent's observation is a JSON object
+                    output = json.dumps({"returncode": 0, "output": output + "\n"})
+                final = plan_decider(profile, case, digest, rep, 1, output, tools)
+                if tools == KILO_TOOLS:
+                    assert not final.tool_calls
+                    answer = final.text or ""
+                else:
+                    (submit,) = final.tool_calls
+                    assert final.text is None
+                    answer = _mini_submission(submit.arguments["command"])
+                assert run_check(case.check, answer).passed == draw.correct, (case.id, rep)
