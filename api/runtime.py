@@ -16,13 +16,13 @@ from typing import Any
 from api.decide.emitter import Emitter
 from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
-from api.decide.readmodel import PostgresReadModel, ReadModel
 from api.decide.service import DecideConfig, DecideService
 from api.decide.sessions import SESSIONS_TOPIC, Sessions
 from contracts.codec import encode_command
 from contracts.envelope import CommandBase
 from infra.provider.client import ProviderClient
 from infra.settings import Settings
+from projections.read_model import PostgresReadModel, ReadModel
 from streams.topics import COMMANDS, DECISIONS
 
 log = logging.getLogger("provenroute.decide.runtime")

@@ -20,20 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from contracts.routing_diff import diff_tables
+from contracts.routing_table import RoutingTable
+from contracts.taxonomy import TIERS
 from infra.settings import Settings
 from projections.db import connect
+from projections.export import EXPORTABLE, compare_schemas, export_csv, export_parquet
 from projections.projector import ProjectorStats, run_projector
-from projections.queries import (
-    EXPORTABLE,
-    TableAt,
-    compare_schemas,
-    diff_tables,
-    export_csv,
-    export_parquet,
-    provenance,
-    resolve_table,
-    routing_table_as_of,
-)
+from projections.read_model import PostgresReadModel, open_read_model
 from projections.replay import ReplayError, replay
 
 routing_table_app = typer.Typer(
@@ -154,31 +148,35 @@ def replay_cmd(
         console.print(f"{result.schema} equals {settings.db_schema} row for row")
 
 
-def _print_table(console: Console, t: TableAt, settings: Settings) -> None:
+def _read_model(settings: Settings) -> contextlib.AbstractAsyncContextManager[PostgresReadModel]:
+    return open_read_model(settings.database_url, settings.db_schema, app="provenroute-cli")
+
+
+async def _print_table(console: Console, t: RoutingTable, read: PostgresReadModel) -> None:
     console.print(
-        f"routing table [bold]{t.version}[/bold] published {t.published_at.isoformat()} "
-        f"(minAccuracy {t.min_accuracy}, switchCostFactor {t.switch_cost_factor}, "
+        f"routing table [bold]{t.version}[/bold] published {t.published_at} "
+        f"(minAccuracy {t.minAccuracy}, switchCostFactor {t.switchCostFactor}, "
         f"{t.acceptance})"
     )
     grid = Table(
         "tier", "#", "model", "effort", "accuracy", "$/case", "p95 ms", "graded", "provenance"
     )
-    with connect(settings.database_url, settings.db_schema) as conn:
-        for c in t.candidates:
-            p = provenance(conn, t.version, c.tier, c.model)
+    for tier in TIERS:
+        for rank, c in enumerate(t.tiers.get(tier, ()), start=1):
+            p = await read.provenance(t.version, tier, c.model)
             source = (
                 f"run {p.summary_run_id} · summary {p.model}/{p.tier}"
                 + (f" carried from {p.measured_in_run}" if p.carried else "")
                 + f" · {p.case_results} case results in {p.measured_in_run}"
             )
             grid.add_row(
-                c.tier,
-                str(c.rank),
+                tier,
+                str(rank),
                 c.model,
-                c.reasoning_effort,
-                f"{c.accuracy:.3f}" + ("" if c.meets_threshold else " (below)"),
-                f"{c.avg_cost_usd:.6f}",
-                "-" if c.p95_latency_ms is None else f"{c.p95_latency_ms:.0f}",
+                c.reasoningEffort,
+                f"{c.accuracy:.3f}" + ("" if c.meetsThreshold else " (below)"),
+                f"{c.avgCostUsd:.6f}",
+                "-" if c.p95LatencyMs is None else f"{c.p95LatencyMs:.0f}",
                 str(c.graded),
                 source,
             )
@@ -195,12 +193,17 @@ def show_cmd(
     settings = Settings()
     console = Console()
     moment = _parse_ts(as_of) if as_of else None
-    with connect(settings.database_url, settings.db_schema) as conn:
-        t = routing_table_as_of(conn, moment)
-    if t is None:
+
+    async def go() -> bool:
+        async with _read_model(settings) as read:
+            t = await read.routing_table_as_of(moment)
+            if t is not None:
+                await _print_table(console, t, read)
+            return t is not None
+
+    if not asyncio.run(go()):
         console.print("no routing table was published" + (f" by {as_of}" if as_of else ""))
         raise typer.Exit(1)
-    _print_table(console, t, settings)
 
 
 @routing_table_app.command("diff")
@@ -211,18 +214,19 @@ def diff_cmd(
     """Explain what changed between two published tables."""
     settings = Settings()
     console = Console()
-    with connect(settings.database_url, settings.db_schema) as conn:
-        ta, tb = resolve_table(conn, a), resolve_table(conn, b)
+
+    async def go() -> tuple[RoutingTable | None, RoutingTable | None]:
+        async with _read_model(settings) as read:
+            return await read.resolve_table(a), await read.resolve_table(b)
+
+    ta, tb = asyncio.run(go())
     for ref, t in ((a, ta), (b, tb)):
         if t is None:
             console.print(f"[red]no routing table for {ref!r}")
             raise typer.Exit(1)
     assert ta is not None and tb is not None
     d = diff_tables(ta, tb)
-    console.print(
-        f"{ta.version} ({ta.published_at.isoformat()}) -> {tb.version} "
-        f"({tb.published_at.isoformat()})"
-    )
+    console.print(f"{ta.version} ({ta.published_at}) -> {tb.version} ({tb.published_at})")
     for line in d.settings:
         console.print(f"  settings: {line}")
     if not d.changes:

@@ -36,9 +36,11 @@ from contracts.events import (
     RunCompleted,
     RunStarted,
 )
+from contracts.results import ModelSummary
 from contracts.routing_table import ClassifierWinner, RoutingTable
 from infra.clock import utc_now
 from infra.settings import Settings
+from projections.read_model import open_read_model
 from streams.event_log import EventReader, new_command_id, post_command
 
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -227,23 +229,50 @@ def run_start(
 
 @run_app.command("show")
 def run_show(run_id: str) -> None:
-    """Print a run's progress, summaries and what it published."""
-    view = asyncio.run(fold_run(Settings(), run_id))
-    if view.started is None:
-        console.print(f"[red]unknown run {run_id}[/]")
+    """Print a run's progress, summaries and what it published, read from the PostgreSQL
+    projections: the projector (`provenroute project`) must be running for them to be
+    current."""
+    settings = Settings()
+
+    async def go() -> tuple[dict[str, Any] | None, RoutingTable | None, ClassifierWinner | None]:
+        async with open_read_model(
+            settings.database_url, settings.db_schema, app="provenroute-cli"
+        ) as read:
+            run = await read.run(run_id)
+            if run is None:
+                return None, None, None
+            version = run.get("table_version")
+            table = await read.routing_table(version) if version else None
+            return run, table, await read.classifier_winner_of(run_id)
+
+    run, table, winner = asyncio.run(go())
+    if run is None:
+        console.print(
+            f"[red]unknown run {run_id}[/] in the projections (is `provenroute project` running?)"
+        )
         raise typer.Exit(1)
-    print_run(view)
-
-
-async def fold_run(settings: Settings, run_id: str) -> RunView:
-    view = RunView(run_id)
-    async with EventReader(settings) as reader:
-        async for ev in reader.history():
-            view.apply(ev)
-    return view
+    ungraded = run.get("ungraded") or 0
+    expected = run.get("expected_results")
+    console.print(
+        f"run {run_id}: {run['kind']}{', forced' if run.get('force') else ''}, {run['status']}, "
+        f"{run.get('results_projected') or 0}/{expected if expected is not None else '?'} results"
+        + (f", {ungraded} ungraded (dead-lettered)" if ungraded else "")
+        + f"; started {run['started_at']}"
+        + (f", completed {run['completed_at']}" if run.get("completed_at") else "")
+        + f"; models {run.get('models_enqueued') or 0} run, {run.get('models_carried') or 0}"
+        " carried"
+        + (f"; spend ${run['spend_usd']:.6f}" if run.get("spend_usd") is not None else "")
+    )
+    print_outcome(
+        [ModelSummary.model_validate(s) for s in run["summaries"]],
+        table,
+        run.get("skip_reason"),
+        winner,
+    )
 
 
 def print_run(view: RunView) -> None:
+    """A run followed on the log (`run start --wait`)."""
     started = view.started
     state = "completed" if view.completed else "running"
     done = len(view.graded) + view.dead
@@ -252,7 +281,22 @@ def print_run(view: RunView) -> None:
         f"{done}/{view.expected if view.expected is not None else '?'} results"
         + (f", {view.dead} ungraded (dead-lettered)" if view.dead else "")
     )
-    if view.summaries:
+    print_outcome(
+        [ev.summary for ev in view.summaries],
+        view.table,
+        view.skipped.reason if view.skipped else None,
+        view.winner,
+    )
+
+
+def print_outcome(
+    summaries: list[ModelSummary],
+    table: RoutingTable | None,
+    skip_reason: str | None,
+    winner: ClassifierWinner | None,
+) -> None:
+    """A run's summaries and what it published (a routing table, a skip, a winner)."""
+    if summaries:
         t = Table(title="model summaries")
         for col in (
             "model",
@@ -266,8 +310,7 @@ def print_run(view: RunView) -> None:
             "carried",
         ):
             t.add_column(col)
-        for ev in view.summaries:
-            s = ev.summary
+        for s in summaries:
             t.add_row(
                 s.model,
                 s.tier,
@@ -280,12 +323,12 @@ def print_run(view: RunView) -> None:
                 "yes" if s.carried else "",
             )
         console.print(t)
-    if view.table is not None:
-        print_routing_table(view.table)
-    if view.skipped is not None:
-        console.print(f"[yellow]publish skipped[/]: {view.skipped.reason}")
-    if view.winner is not None:
-        w = view.winner
+    if table is not None:
+        print_routing_table(table)
+    if skip_reason is not None:
+        console.print(f"[yellow]publish skipped[/]: {skip_reason}")
+    if winner is not None:
+        w = winner
         console.print(
             f"classifier winner: [bold]{w.model}[/] accuracy {w.accuracy:.3f}, "
             f"avg cost ${_num(w.avgCostUsd, '.6f')}, p95 {_num(w.p95LatencyMs, '.0f')} ms "

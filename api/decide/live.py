@@ -21,8 +21,8 @@ from typing import Final, Literal
 import orjson
 import psycopg
 
-from api.decide.readmodel import ReadModel
 from contracts.routing_table import ClassifierWinner, RoutingTable
+from projections.read_model import ReadModel
 from streams.topics import (
     CHANNEL_CLASSIFIER_OVERRIDE,
     CHANNEL_CLASSIFIER_WINNER,

@@ -437,7 +437,7 @@ async def routing_page(
         versions = published_versions(await fetch(admin_runs.list_runs(runtime, limit=500)) or [])
         saved = await fetch(admin_config.get_config(runtime))
         if a and b:
-            diff, diff_error = await table_diff(runtime.settings, a, b)
+            diff, diff_error = await table_diff(runtime.read_model, a, b)
     except Unavailable as e:
         error, saved = str(e), None
     return render(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from infra.settings import Settings
-from projections.queries import TableDiff
+from contracts.routing_diff import TableDiff, diff_tables
+from projections.read_model import ReadModel
 
 
 def run_progress(run: dict[str, Any] | None) -> dict[str, Any]:
@@ -53,21 +52,13 @@ def published_versions(runs: list[dict[str, Any]]) -> list[Version]:
     ]
 
 
-async def table_diff(settings: Settings, a: str, b: str) -> tuple[TableDiff | None, str | None]:
-    """The projections' own diff of two tables (by version or timestamp); or why not."""
-
-    def go() -> tuple[TableDiff | None, str | None]:
-        from projections.db import connect
-        from projections.queries import diff_tables, resolve_table
-
-        with connect(settings.database_url, settings.db_schema, app="provenroute-ui") as conn:
-            ta, tb = resolve_table(conn, a), resolve_table(conn, b)
-        if ta is None or tb is None:
-            missing = a if ta is None else b
-            return None, f"No routing table {missing!r}."
-        return diff_tables(ta, tb), None
-
+async def table_diff(read_model: ReadModel, a: str, b: str) -> tuple[TableDiff | None, str | None]:
+    """The diff of two tables (each by version or timestamp) from the read model; or why not."""
     try:
-        return await asyncio.to_thread(go)
+        ta, tb = await read_model.resolve_table(a), await read_model.resolve_table(b)
     except Exception as e:
         return None, f"Could not compare the tables: {e!s}"[:300]
+    if ta is None or tb is None:
+        missing = a if ta is None else b
+        return None, f"No routing table {missing!r}."
+    return diff_tables(ta, tb), None

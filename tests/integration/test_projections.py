@@ -21,16 +21,18 @@ import pytest
 
 from bench.synthetic import DEFAULT_MODELS, LogBuilder, SimModel, produce
 from contracts.events import CaseGraded, RoutingTablePublished
+from contracts.routing_diff import diff_tables
 from contracts.taxonomy import TIERS, Tier
 from infra.settings import Settings
 from projections.db import connect
+from projections.export import compare_schemas
 from projections.migrate import migrate
 from projections.projector import (
     ProjectorRefused,
     project_once,
     run_projector,
 )
-from projections.queries import compare_schemas, diff_tables, provenance, routing_table_as_of
+from projections.read_model import open_read_model
 from projections.replay import drop_schema, prepare_fresh_schema, replay
 from projections.tables import PROJECTED_TABLES
 from streams.topics import CHANNEL_ROUTING_TABLE
@@ -155,19 +157,21 @@ async def test_provenance_time_travel_and_diff(
     publishes = [e for _t, _k, e in b.messages if isinstance(e, RoutingTablePublished)]
     t1, t2 = (datetime.fromisoformat(p.occurred_at) for p in publishes)
 
-    with connect(settings.database_url, pg_schema) as conn:
-        assert (
-            routing_table_as_of(conn, datetime.fromisoformat("2025-01-01T00:00:00+00:00")) is None
-        )
-        before, after = routing_table_as_of(conn, t1), routing_table_as_of(conn, t2)
+    async with open_read_model(settings.database_url, pg_schema) as read:
+        early = datetime.fromisoformat("2025-01-01T00:00:00+00:00")
+        assert await read.routing_table_as_of(early) is None
+        before, after = await read.routing_table_as_of(t1), await read.routing_table_as_of(t2)
         assert before is not None and after is not None
         assert (before.version, after.version) == ("r1", "r2")
-        assert routing_table_as_of(conn, None) == after
+        assert await read.latest_routing_table() == after
+        assert await read.resolve_table("r1") == before
+        assert await read.resolve_table(t2.isoformat()) == after
+        assert await read.resolve_table("no-such-table") is None
         # Each cell links back to its summary and the case results that produced it.
-        carried = provenance(conn, "r2", "low", "sim/steady-medium")
+        carried = await read.provenance("r2", "low", "sim/steady-medium")
         assert carried.carried and carried.measured_in_run == "r1"
         assert carried.case_results == carried.graded == 4
-        fresh = provenance(conn, "r2", "high", NEWCOMER.model)
+        fresh = await read.provenance("r2", "high", NEWCOMER.model)
         assert not fresh.carried and fresh.measured_in_run == "r2" and fresh.case_results == 4
 
     d = diff_tables(before, after)

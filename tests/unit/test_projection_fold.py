@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,7 +18,6 @@ from projections.bulk_writer import BulkClaims, BulkUnsupported, Deferred
 from projections.fast_fold import FAST_FOLDERS
 from projections.fold import FOLDERS, Row, fold
 from projections.migrate import load_migrations
-from projections.queries import Candidate, TableAt, diff_tables
 from projections.tables import TABLE, TABLES
 from projections.writer import group_rows
 
@@ -125,52 +123,6 @@ def test_a_refolded_parent_never_grafts_children_onto_the_first_version() -> Non
             for t, rows in claims.claim(events).items():
                 got.setdefault(t, []).extend(rows)
         assert {t: v for t, v in got.items() if v} == grouped
-
-
-def _table(version: str, cands: list[tuple[str, int, str, float, float, bool]]) -> TableAt:
-    return TableAt(
-        version,
-        version,
-        datetime(2026, 1, 1, tzinfo=UTC),
-        0.7,
-        3.0,
-        "point",
-        tuple(
-            Candidate(t, r, m, "medium", acc, acc, cost, None, 10, ok)
-            for t, r, m, acc, cost, ok in cands
-        ),
-    )
-
-
-def test_diff_explains_entries_exits_and_rank_changes() -> None:
-    a = _table(
-        "r1",
-        [
-            ("low", 1, "x", 0.9, 0.1, True),
-            ("low", 2, "y", 0.95, 0.5, True),
-            ("medium", 1, "z", 0.8, 1.0, True),
-        ],
-    )
-    b = _table(
-        "r2",
-        [
-            ("low", 1, "y", 0.95, 0.05, True),
-            ("low", 2, "x", 0.9, 0.1, True),
-            ("medium", 1, "z", 0.85, 1.0, True),
-            ("medium", 2, "w", 0.5, 0.1, False),
-        ],
-    )
-    kinds = {(c.tier, c.model): c.kind for c in diff_tables(a, b).changes}
-    assert kinds == {
-        ("low", "x"): "rank_down",
-        ("low", "y"): "rank_up",
-        ("medium", "z"): "numbers",
-        ("medium", "w"): "entered",
-    }
-    text = {c.model: c.explain() for c in diff_tables(a, b).changes}
-    assert "$0.500000/case -> acc 0.950 (meets threshold), $0.050000/case" in text["y"]
-    gone = diff_tables(b, a).changes
-    assert any(c.kind == "left" and c.model == "w" for c in gone)
 
 
 def test_migrations_are_numbered_without_gaps() -> None:

@@ -1,7 +1,10 @@
-"""What the decide service and the admin API read from the projections, behind one interface.
+"""The one read model over the projections: what /decide's live state, the admin API, the
+admin page and the CLI read, with one row type per thing.
 
 `ReadModel` is the contract; `PostgresReadModel` reads the tables that `projections/`
-folds from the event log (issue 7). Tables and columns relied on:
+folds from the event log. A routing table is `contracts.RoutingTable` everywhere (its
+`version` is the publishing run's id); runs are `run_history` rows as JSON-ready dicts
+(what the admin API returns). Tables and columns relied on:
 
 - routing_tables(version, run_id, published_at, min_accuracy, switch_cost_factor, acceptance)
 - routing_table_candidates(version, tier, rank, model, reasoning_effort, accuracy,
@@ -10,7 +13,8 @@ folds from the event log (issue 7). Tables and columns relied on:
   published_at)
 - classifier_overrides(event_id, set_at, model)
 - benchmark_configs(+ config_classifier_models, config_decider_models)
-- runs, run_models, run_fanouts, run_completions, model_summaries and the run_history view
+- runs, run_models, run_fanouts, run_completions, model_summaries, case_results and the
+  run_history view
 - command_outcomes(event_id, command_id, command_type, outcome, reason, occurred_at)
 
 Connections set `search_path` to the schema and use no server-side prepared statements, so
@@ -19,7 +23,8 @@ names re-resolve after a replay swaps a fresh schema in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -31,8 +36,8 @@ from psycopg_pool import AsyncConnectionPool
 from contracts.config import BenchmarkConfig, DeciderModel
 from contracts.envelope import iso_utc
 from contracts.routing_table import ClassifierWinner, RoutingCandidate, RoutingTable
-
-TIERS = ("low", "medium", "high")
+from contracts.taxonomy import TIERS
+from projections.db import check_schema
 
 
 @dataclass(frozen=True)
@@ -52,12 +57,36 @@ class CommandOutcomeRow:
     occurred_at: str
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where one cell (version, tier, model) of a routing table comes from."""
+
+    version: str
+    tier: str
+    model: str
+    summary_run_id: str
+    """The run whose model_summaries row the cell was built from (the publishing run)."""
+    measured_in_run: str
+    """The run whose case results produced the numbers (differs when carried)."""
+    carried: bool
+    accuracy: float | None
+    graded: int | None
+    case_results: int
+    """Case results of (measured_in_run, model, tier) in the projection."""
+    passed: int
+    cost_usd: float | None
+
+
 class ReadModel(Protocol):
     """Reads of the projections; every method may raise on a database failure."""
 
     async def latest_routing_table(self) -> RoutingTable | None: ...
     async def routing_table_as_of(self, as_of: datetime | None) -> RoutingTable | None: ...
+    async def routing_table(self, version: str) -> RoutingTable | None: ...
+    async def resolve_table(self, ref: str) -> RoutingTable | None: ...
+    async def provenance(self, version: str, tier: str, model: str) -> Provenance: ...
     async def latest_classifier_winner(self) -> ClassifierWinner | None: ...
+    async def classifier_winner_of(self, run_id: str) -> ClassifierWinner | None: ...
     async def classifier_override(self) -> str | None: ...
     async def live_config(self) -> SavedConfig | None: ...
     async def runs(self, limit: int) -> list[dict[str, Any]]: ...
@@ -102,12 +131,25 @@ def table_of(head: dict[str, Any], candidates: Sequence[dict[str, Any]]) -> Rout
     )
 
 
+def _winner(row: dict[str, Any] | None) -> ClassifierWinner | None:
+    if row is None:
+        return None
+    return ClassifierWinner(
+        run_id=row["run_id"],
+        model=row["model"],
+        accuracy=row["accuracy"],
+        avgCostUsd=row["avg_cost_usd"],
+        p95LatencyMs=row["p95_latency_ms"],
+        reason=row["reason"],
+    )
+
+
 class PostgresReadModel:
     """`ReadModel` over an async psycopg pool bound to one projection schema."""
 
-    def __init__(self, url: str, schema: str, *, max_size: int = 4) -> None:
-        from projections.db import check_schema
-
+    def __init__(
+        self, url: str, schema: str, *, max_size: int = 4, app: str = "provenroute-decide"
+    ) -> None:
         self.schema = check_schema(schema)
         self.pool = AsyncConnectionPool(
             url,
@@ -120,7 +162,7 @@ class PostgresReadModel:
                 "autocommit": True,
                 "prepare_threshold": None,
                 "connect_timeout": 5,
-                "application_name": "provenroute-decide",
+                "application_name": app,
             },
         )
         self._opened = False
@@ -156,7 +198,7 @@ class PostgresReadModel:
 
     # ---- live state ------------------------------------------------------------------
 
-    async def _table(self, version: str) -> RoutingTable | None:
+    async def routing_table(self, version: str) -> RoutingTable | None:
         head = await self._one(
             "select version, run_id, published_at, min_accuracy, switch_cost_factor, acceptance"
             " from routing_tables where version = %s",
@@ -182,22 +224,73 @@ class PostgresReadModel:
             " order by published_at desc, version desc limit 1",
             {"t": as_of},
         )
-        return None if row is None else await self._table(row["version"])
+        return None if row is None else await self.routing_table(row["version"])
 
-    async def latest_classifier_winner(self) -> ClassifierWinner | None:
+    async def resolve_table(self, ref: str) -> RoutingTable | None:
+        """A table by version (run id), or the one live at `ref` when it parses as a
+        timestamp (UTC when it names no zone)."""
+        found = await self.routing_table(ref)
+        if found is not None:
+            return found
+        try:
+            moment = datetime.fromisoformat(ref)
+        except ValueError:
+            return None
+        return await self.routing_table_as_of(
+            moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        )
+
+    async def provenance(self, version: str, tier: str, model: str) -> Provenance:
+        """The summary and case results behind one cell; LookupError for an unknown table."""
         row = await self._one(
-            "select run_id, model, accuracy, avg_cost_usd, p95_latency_ms, reason"
-            " from classifier_winners order by published_at desc, run_id desc limit 1"
+            "select t.run_id, s.carried, coalesce(s.source_run_id, s.run_id) as measured,"
+            " s.accuracy, s.graded"
+            " from routing_tables t"
+            " left join model_summaries s"
+            "   on s.run_id = t.run_id and s.model = %(m)s and s.tier = %(tier)s"
+            " where t.version = %(v)s",
+            {"v": version, "m": model, "tier": tier},
         )
         if row is None:
-            return None
-        return ClassifierWinner(
-            run_id=row["run_id"],
-            model=row["model"],
+            raise LookupError(f"no routing table {version!r}")
+        measured = row["measured"] or row["run_id"]
+        counts = await self._one(
+            "select count(*) as n, count(*) filter (where score >= 1.0) as passed,"
+            " sum(cost_usd) as cost from case_results"
+            " where run_id = %s and model = %s and tier = %s",
+            (measured, model, tier),
+        )
+        assert counts is not None
+        return Provenance(
+            version=version,
+            tier=tier,
+            model=model,
+            summary_run_id=row["run_id"],
+            measured_in_run=measured,
+            carried=bool(row["carried"]),
             accuracy=row["accuracy"],
-            avgCostUsd=row["avg_cost_usd"],
-            p95LatencyMs=row["p95_latency_ms"],
-            reason=row["reason"],
+            graded=row["graded"],
+            case_results=counts["n"],
+            passed=counts["passed"],
+            cost_usd=counts["cost"],
+        )
+
+    async def latest_classifier_winner(self) -> ClassifierWinner | None:
+        return _winner(
+            await self._one(
+                "select run_id, model, accuracy, avg_cost_usd, p95_latency_ms, reason"
+                " from classifier_winners order by published_at desc, run_id desc limit 1"
+            )
+        )
+
+    async def classifier_winner_of(self, run_id: str) -> ClassifierWinner | None:
+        """The winner a classifier run published, if it did."""
+        return _winner(
+            await self._one(
+                "select run_id, model, accuracy, avg_cost_usd, p95_latency_ms, reason"
+                " from classifier_winners where run_id = %s",
+                (run_id,),
+            )
         )
 
     async def classifier_override(self) -> str | None:
@@ -300,3 +393,15 @@ class PostgresReadModel:
             reason=row["reason"],
             occurred_at=_iso(row["occurred_at"]),
         )
+
+
+@asynccontextmanager
+async def open_read_model(
+    url: str, schema: str, *, app: str = "provenroute"
+) -> AsyncIterator[PostgresReadModel]:
+    """A short-lived read model (one connection), for the CLI and one-shot readers."""
+    model = PostgresReadModel(url, schema, max_size=1, app=app)
+    try:
+        yield model
+    finally:
+        await model.close()
