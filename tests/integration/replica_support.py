@@ -59,7 +59,7 @@ class Replica:
     @property
     def replica_id(self) -> str:
         """Differs per start, so answers tell a restarted replica from its predecessor."""
-        return f"{self.name}{self.starts}"
+        return f"{self.name}.{self.starts}"
 
     def start(self) -> None:
         self.starts += 1

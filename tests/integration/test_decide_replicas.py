@@ -87,17 +87,17 @@ async def test_two_replicas_are_ready_and_a_conversation_anchored_on_one_is_stic
         lb = Balancer([a, b])
         async with httpx.AsyncClient(timeout=10) as http:
             first, by = await lb.decide(http, turn("x", 1), prefer=0)
-            assert by == "A1" and (first["model"], first["sticky"]) == (ANCHOR, False)
+            assert by == "A.1" and (first["model"], first["sticky"]) == (ANCHOR, False)
             await eventually(lambda: _at_least(b, 1))
             # The same request on B: B holds A's session, classification included.
             again, by = await lb.decide(http, turn("x", 1), prefer=1)
-            assert by == "B1" and again["classificationCached"] is True
+            assert by == "B.1" and again["classificationCached"] is True
             assert again["model"] == ANCHOR
 
             await publish_and_project(settings, table_published(V2))
             await eventually(lambda: _both_on(a, b, "v2"))
             second, by = await lb.decide(http, turn("x", 2), prefer=1)
-            assert by == "B1"
+            assert by == "B.1"
             assert (second["model"], second["sticky"], second["tableVersion"]) == (
                 ANCHOR,
                 True,
@@ -178,7 +178,7 @@ async def test_a_rolling_restart_under_load_keeps_every_decision_and_every_stick
         if out["model"] is not None:
             served[cid].add(by)
         if n == 1:
-            assert (out["model"], by) == (ANCHOR, "A1"), (cid, out)
+            assert (out["model"], by) == (ANCHOR, "A.1"), (cid, out)
         elif out["model"] is not None:
             assert (out["model"], out["sticky"]) == (ANCHOR, True), (cid, n, by, out)
     by_replica = collections.Counter(
@@ -187,7 +187,7 @@ async def test_a_rolling_restart_under_load_keeps_every_decision_and_every_stick
     print(f"{len(answers)} answers, {len(nulls)} null (classifier), served by {dict(by_replica)}")
     # Both original replicas and both restarted ones served sticky turns, and every
     # conversation was served by more than one replica.
-    assert {"A1", "B1", "A2", "B2"} <= set(by_replica), by_replica
+    assert {"A.1", "B.1", "A.2", "B.2"} <= set(by_replica), by_replica
     assert all(len(ids) >= 2 for ids in served.values()), served
 
 
