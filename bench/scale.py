@@ -28,6 +28,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,19 @@ def run_workers(args: argparse.Namespace) -> list[dict[str, Any]]:
                         for i in range(n)
                     ]
                     pipeline.WORKER = procs[0]
-                    if not saved:
-                        asyncio.run(pipeline.save_config(settings, config))
-                        saved = True
+                    for attempt in range(5):
+                        if saved:
+                            break
+                        try:
+                            asyncio.run(pipeline.save_config(settings, config))
+                            saved = True
+                        except SystemExit as e:
+                            # A fresh prefix: the worker's first command can race the
+                            # creation of its changelog topics (rejected as internal error).
+                            if attempt == 4 or "internal error" not in str(e):
+                                raise
+                            say("  config rejected by a worker still starting; retrying")
+                            time.sleep(2)
                     before = [cpu_seconds(p.pid) for p in procs]
                     row: dict[str, Any] = {"workers": n}
                     try:
