@@ -6,6 +6,8 @@ RUN useradd --create-home --uid 10001 provenroute
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY contracts ./contracts
+COPY infra ./infra
+COPY simulator ./simulator
 COPY streams ./streams
 COPY projections ./projections
 COPY api ./api

@@ -1,6 +1,6 @@
 """The decide service and admin API: `create_app(settings)`.
 
-The lifespan starts the runtime (sessions Faust app, routing-state listener, Kafka
+The lifespan starts the runtime (sessions log follower, routing-state listener, Kafka
 emitter) with a bounded start-up, and stops it on shutdown. Nothing happens at import.
 """
 

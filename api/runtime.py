@@ -1,7 +1,9 @@
 """Everything the decide service runs, started and stopped by the app's lifespan.
 
-Start-up is bounded: it waits at most `decide_startup_timeout_s` for the sessions table to
-recover and the routing state to load, then serves anyway; /readyz says when both happened.
+Start-up is bounded: it waits at most `decide_startup_timeout_s` for this replica's copy of
+the sessions log to catch up and the routing state to load, then serves anyway (fresh picks
+until sessions are ready); /readyz says when both happened. Readiness never depends on other
+replicas: none owns a partition of the sessions log.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections import OrderedDict
 from typing import Any
@@ -17,13 +21,13 @@ from api.decide.emitter import Emitter
 from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
 from api.decide.service import DecideConfig, DecideService
-from api.decide.sessions import SESSIONS_TOPIC, Sessions
+from api.decide.sessions import Sessions
 from contracts.codec import encode_command
 from contracts.envelope import CommandBase
 from infra.provider.client import ProviderClient
 from infra.settings import Settings
 from projections.read_model import PostgresReadModel, ReadModel
-from streams.topics import COMMANDS, DECISIONS
+from streams.topics import COMMANDS, DECISIONS, SESSIONS
 
 log = logging.getLogger("provenroute.decide.runtime")
 
@@ -44,6 +48,7 @@ class Runtime:
             settings.database_url, settings.db_schema
         )
         self._provider = provider
+        self.replica_id = settings.decide_replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = time.monotonic()
         self.posted: OrderedDict[str, str] = OrderedDict()
         """Ids (-> type) of commands this process posted, for `pending` answers."""
@@ -66,10 +71,12 @@ class Runtime:
         )
         self.emitter.start()
         self.sessions = Sessions(
-            app_id=s.decide_app_id or f"{s.topic_prefix}decide",
             bootstrap=s.kafka_bootstrap,
-            topic=s.topic(SESSIONS_TOPIC.name),
-            emitter=self.emitter,
+            topic=s.topic(SESSIONS.name),
+            replica_id=self.replica_id,
+            metrics=self.metrics,
+            ttl_s=s.decide_session_ttl_s,
+            queue_size=s.decide_event_queue_size,
         )
         self.live = LiveRouting(
             self.read_model,
@@ -93,15 +100,13 @@ class Runtime:
             emitter=self.emitter,
             metrics=self.metrics,
         )
-        self._tasks = [
-            asyncio.create_task(self.live.run(self._stop), name="decide-live"),
-            asyncio.create_task(self._start_sessions(), name="decide-sessions-start"),
-        ]
+        self._tasks = [asyncio.create_task(self.live.run(self._stop), name="decide-live")]
+        self.sessions.start()
         try:
             async with asyncio.timeout(s.decide_startup_timeout_s):
                 await self.live.wait_table_loaded()
                 await self.sessions.wait_ready()
-        except (TimeoutError, RuntimeError):
+        except TimeoutError:
             log.warning(
                 "decide service serving before it is ready (sessions ready=%s, table loaded=%s)",
                 self.sessions.ready,
@@ -116,15 +121,10 @@ class Runtime:
         try:
             async with asyncio.timeout(min(15.0, s.decide_startup_timeout_s)):
                 await ensure_topics(
-                    s.kafka_bootstrap, s.topic_prefix, (SESSIONS_TOPIC, DECISIONS, COMMANDS)
+                    s.kafka_bootstrap, s.topic_prefix, (SESSIONS, DECISIONS, COMMANDS)
                 )
-        except Exception as e:  # Kafka down: sessions stay unready, decisions null
+        except Exception as e:  # Kafka down: sessions stay unready, picks fresh
             log.warning("could not ensure the decide topics: %s", e)
-
-    async def _start_sessions(self) -> None:
-        assert self.sessions is not None
-        with contextlib.suppress(Exception):  # logged by Sessions; /readyz stays false
-            await self.sessions.start()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -161,10 +161,8 @@ class Runtime:
         live, sessions, emitter = self.live, self.sessions, self.emitter
         return {
             "ready": self.ready,
-            "sessions": {
-                "ready": bool(sessions and sessions.ready),
-                "start_error": sessions.start_error if sessions else None,
-            },
+            "replica": self.replica_id,
+            "sessions": sessions.status() if sessions else {"ready": False},
             "routing_table": {
                 "loaded": bool(live and live.loaded["table"]),
                 "version": live.table.version if live and live.table else None,

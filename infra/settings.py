@@ -63,12 +63,15 @@ class Settings(BaseSettings):
     """Kept free of the budget for everything around the classifier call (answer, network)."""
     default_classifier_model: str = "sim/flash-lite"
     """Classifier model when neither an admin override nor a benchmark winner exists."""
-    decide_app_id: str | None = None
-    """Faust app id (consumer group, changelog names) of the decide service; default
-    `<topic_prefix>decide`. Keep it stable across restarts: sessions recover from it."""
+    decide_replica_id: str | None = None
+    """Name of this decide replica in logs, /healthz and the `X-Provenroute-Replica` answer
+    header; default `<hostname>-<pid>`."""
+    decide_session_ttl_s: float = Field(default=86_400.0, ge=10.0)
+    """A conversation not served for this long is forgotten (tombstoned on the sessions log):
+    it bounds the sessions every replica holds and reads at start."""
     decide_startup_timeout_s: float = Field(default=60.0, gt=0)
-    """How long start-up waits for session recovery and a routing-table load before serving
-    anyway (not ready until both happened)."""
+    """How long start-up waits for the sessions log and a routing-table load before serving
+    anyway (not ready until both happened; /decide answers fresh picks meanwhile)."""
     decide_max_body_bytes: int = Field(default=1_000_000, ge=1_000)
     """Largest accepted /decide request body; larger ones get 413."""
     decide_refresh_interval_s: float = Field(default=30.0, gt=0)

@@ -59,8 +59,19 @@ SESSIONS = TopicSpec(
     "decide-sessions",
     4,
     key="conversation id (JSON string)",
-    value="SessionRecord (JSON): the conversation's incumbent and classification cache",
-    # Consumed by the decide service's `sessions` agent into its changelogged table.
+    value=(
+        "SessionRecord (JSON, versioned): the conversation's incumbent and classification "
+        "cache; null with header expires-version: the session expired"
+    ),
+    # Every decide replica reads all of it (api/decide/sessions.py). Compacted: a replica
+    # starting reads one record per live conversation plus the not-yet-compacted tail, which
+    # hourly segments keep short; tombstones stay an hour so a reader catching up sees them.
+    config={
+        "cleanup.policy": "compact",
+        "segment.ms": "3600000",
+        "delete.retention.ms": "3600000",
+        "min.cleanable.dirty.ratio": "0.2",
+    },
 )
 
 ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (

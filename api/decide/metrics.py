@@ -86,3 +86,15 @@ class DecideMetrics:
             registry=r,
         )
         self.ready = Gauge("provenroute_decide_ready", "1 when /readyz answers ready.", registry=r)
+        self.sessions_degraded = Counter(
+            "provenroute_sessions_degraded",
+            "Requests served without sessions (a fresh pick) or session writes lost, by reason "
+            "(not_ready, read_failed, write_failed, write_dropped, write_unconfirmed).",
+            ["reason"],
+            registry=r,
+        )
+        self.sessions_count = Gauge(
+            "provenroute_sessions",
+            "Sessions this replica holds (every replica holds all of them).",
+            registry=r,
+        )

@@ -17,7 +17,6 @@ NullReason = Literal[
     "empty_tier",
     "classifier_timeout",
     "classifier_error",
-    "sessions_unavailable",
     "internal_error",
 ]
 """Why a decision is null; the gateway then serves its own default."""

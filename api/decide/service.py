@@ -1,8 +1,9 @@
 """One /decide answer: resolve the classifier, classify (cached), derive the tier, pick.
 
 Nothing here awaits Postgres or Kafka: the routing state is in memory (`LiveRouting`),
-sessions are read from the local Faust table, and the decision event, session update and
-log line leave through the emitter's queue. The only await is the classifier call, bounded
+sessions are read from this replica's copy of the sessions log (a sessions problem means a
+fresh pick, never a null decision), and the decision event, session update and log line
+leave through queues. The only await is the classifier call, bounded
 so the answer comes inside the budget; every failure becomes a null decision with a reason.
 """
 
@@ -28,13 +29,12 @@ from api.decide.classifier import (
 from api.decide.emitter import Emitter
 from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
-from api.decide.sessions import (
-    SessionRecord,
-    Sessions,
+from api.decide.session_record import (
     cached_classification,
     remember_classification,
     with_incumbent,
 )
+from api.decide.sessions import Sessions
 from contracts.classification import Classification
 from contracts.codec import encode_event
 from contracts.decision import decide_model, next_session_state
@@ -214,9 +214,6 @@ class DecideService:
         answer["classifierModel"] = resolved.model
         answer["classifierSource"] = resolved.source
         sessions = self.sessions
-        if sessions is None or not sessions.ready:
-            answer["nullReason"] = "sessions_unavailable"
-            return False
         table = self.live.table
         if table is None:
             # No table, no decision: do not spend a classifier call on it.
@@ -224,7 +221,7 @@ class DecideService:
             return False
         rendered = render(messages)
         digest = content_hash(rendered)
-        record = sessions.get(conversation_id)
+        record = sessions.get(conversation_id) if sessions is not None else None
         classification = cached_classification(record, resolved.model, digest)
         if classification is not None:
             self._cache_hit.inc()
@@ -252,8 +249,8 @@ class DecideService:
             remember_classification(record, resolved.model, digest, classification),
             next_session_state(incumbent, decision, classification),
         )
-        if updated is not record and updated != (record or SessionRecord()):
-            sessions.put(conversation_id, updated)
+        if sessions is not None:
+            sessions.update(conversation_id, record, updated)
         return classification.fallback
 
     async def _classify(

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.decide.models import DecideRequest, DecideResponse, parse_fast
-from api.deps import InternalAuth, ServiceDep
+from api.deps import InternalAuth, RuntimeDep, ServiceDep
 from api.runtime import Runtime
 
 router = APIRouter(tags=["decide"])
@@ -38,17 +38,22 @@ router = APIRouter(tags=["decide"])
     },
     summary="Pick the model for one request",
 )
-async def decide(body: DecideRequest, service: ServiceDep) -> Response:
+async def decide(body: DecideRequest, service: ServiceDep, runtime: RuntimeDep) -> Response:
     """Classify the conversation, derive its tier and pick from the live routing table,
     keeping the conversation's incumbent when switching would not pay off.
 
     Always answers 200 within the budget: a null `model` with a `nullReason` means "serve
-    your own default" (no table, classifier failure or timeout, sessions unavailable).
+    your own default" (no table, classifier failure or timeout). A sessions problem costs
+    stickiness (a fresh pick), never the decision.
     """
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     hints = body.hints.model_dump(exclude_none=True) if body.hints is not None else None
     answer = await service.decide(body.conversationId, messages, hints)
-    return Response(orjson.dumps(answer), media_type="application/json")
+    return Response(
+        orjson.dumps(answer),
+        media_type="application/json",
+        headers={REPLICA_HEADER.decode(): runtime.replica_id},
+    )
 
 
 # ---- the hot path ---------------------------------------------------------------------------
@@ -56,6 +61,7 @@ async def decide(body: DecideRequest, service: ServiceDep) -> Response:
 _JSON: Final = (b"content-type", b"application/json")
 _UNAUTHORIZED_BODY: Final = b'{"detail":"missing or invalid bearer token"}'
 _TOO_LARGE_BODY: Final = b'{"detail":"request body too large"}'
+REPLICA_HEADER: Final = b"x-provenroute-replica"
 
 
 def _start(status: int, body: bytes, *extra: tuple[bytes, bytes]) -> Message:
@@ -78,6 +84,8 @@ class FastDecide:
             401, _UNAUTHORIZED_BODY, (b"www-authenticate", b'Bearer realm="decide"')
         )
         self._too_large = _start(413, _TOO_LARGE_BODY)
+        # Which replica answered: gateways and the demo see how load spreads.
+        self._replica = (REPLICA_HEADER, runtime.replica_id.encode())
 
     def _authorized(self, value: bytes | None) -> bool:
         # As FastAPI's HTTPBearer reads it (first header, latin-1, "Bearer <token>"), then
@@ -131,7 +139,7 @@ class FastDecide:
             return
         assert service is not None
         answer = orjson.dumps(await service.decide(*parsed))
-        await send(_start(200, answer))
+        await send(_start(200, answer, self._replica))
         await send({"type": "http.response.body", "body": answer})
 
     async def _read_body(self, receive: Receive) -> bytes | None:

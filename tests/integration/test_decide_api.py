@@ -140,11 +140,11 @@ async def test_stickiness_kept_within_the_factor_switched_beyond_it_and_survives
     async with running_app(settings) as (client, runtime):
         one = (await client.post("/decide", json=body("conv", *turn), headers=INTERNAL)).json()
         assert one["model"] == "sim/balanced" and one["sticky"] is False
-        # The agent applied the update: the table (not only the overlay) holds the incumbent.
+        # The log confirmed the update (not only this replica's pending write).
         assert runtime.sessions is not None
-        await wait_for(lambda: runtime.sessions.table.get("conv") is not None, 60)  # type: ignore[union-attr]
+        await wait_for(lambda: runtime.sessions.store.confirmed("conv") is not None, 60)  # type: ignore[union-attr]
 
-    # Restart: a new app with the same app id recovers the session from the changelog.
+    # Restart: a new replica reads the session back from the sessions log.
     await publish_and_project(
         settings,
         table_published(
@@ -157,7 +157,7 @@ async def test_stickiness_kept_within_the_factor_switched_beyond_it_and_survives
         ),
     )
     async with running_app(settings) as (client, runtime):
-        assert runtime.sessions is not None and runtime.sessions.overlay == {}
+        assert runtime.sessions is not None and runtime.sessions.store.pending == {}
         turn.append("Now add a regression test")
         kept = (await client.post("/decide", json=body("conv", *turn), headers=INTERNAL)).json()
         assert (kept["model"], kept["sticky"], kept["tableVersion"]) == ("sim/balanced", True, "v2")

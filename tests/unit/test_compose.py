@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,54 @@ def _compose() -> dict[str, Any]:
     return data
 
 
+def _apis(services: dict[str, Any]) -> dict[str, Any]:
+    return {name: spec for name, spec in services.items() if name.startswith("api")}
+
+
 def test_services_and_healthchecks() -> None:
     services = _compose()["services"]
-    assert {"kafka", "postgres", "worker", "api"} <= set(services)
-    for name in ("kafka", "postgres", "api"):
+    assert {"kafka", "postgres", "worker"} <= set(services)
+    apis = _apis(services)
+    for name in ("kafka", "postgres", "worker", *apis):
         assert "healthcheck" in services[name], name
-    for name in ("worker", "api"):
+    for name in ("worker", *apis):
         deps = services[name]["depends_on"]
         assert deps["kafka"]["condition"] == "service_healthy"
         assert deps["postgres"]["condition"] == "service_healthy"
+        assert deps["topics"]["condition"] == "service_completed_successfully"
         assert services[name]["build"] == "."
+
+
+def test_two_workers_and_two_api_replicas_each_checked_for_readiness() -> None:
+    services = _compose()["services"]
+    worker = services["worker"]
+    assert worker["deploy"]["replicas"] == 2
+    assert "container_name" not in worker and "ports" not in worker  # replicas must not clash
+    apis = _apis(services)
+    assert len(apis) == 2, apis
+    ids = {spec["environment"]["PROVENROUTE_DECIDE_REPLICA_ID"] for spec in apis.values()}
+    assert ids == set(apis)  # each answer names the replica that gave it
+    host_ports = [p.split(":")[1] for spec in apis.values() for p in spec["ports"]]
+    assert len(set(host_ports)) == 2, host_ports
+    for spec in apis.values():
+        assert spec["command"][0] == "serve"
+        assert "/readyz" in " ".join(spec["healthcheck"]["test"])  # ready, not only alive
+        # Same deployment: same topics, hence the same sessions log.
+        env = spec["environment"]
+        assert (
+            env["PROVENROUTE_TOPIC_PREFIX"]
+            == services["worker"]["environment"]["PROVENROUTE_TOPIC_PREFIX"]
+        )
+
+
+def test_the_image_carries_every_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    for pattern in packages:
+        name = pattern.rstrip("*")
+        assert f"COPY {name} ./{name}" in dockerfile, name
 
 
 def test_ports_match_local_defaults() -> None:
@@ -37,7 +76,7 @@ def test_ports_match_local_defaults() -> None:
     assert f"127.0.0.1:{kafka_port}:9092" in services["kafka"]["ports"]
     assert "127.0.0.1:5432:5432" in services["postgres"]["ports"]
     assert ":5432/" in s.database_url
-    assert f"127.0.0.1:{s.api_port}:8080" in services["api"]["ports"]
+    assert f"127.0.0.1:{s.api_port}:8080" in services["api-1"]["ports"]
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
 
 

@@ -15,10 +15,12 @@ from api.decide.classifier import render, resolve_classifier_model
 from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
 from api.decide.service import DecideConfig, DecideService
-from api.decide.sessions import (
+from api.decide.session_record import (
     SessionRecord,
     cached_classification,
     remember_classification,
+    successor,
+    write_needed,
 )
 from contracts.classification import Classification
 from contracts.classifier_prompt import build_classifier_messages
@@ -73,16 +75,24 @@ class FakeProvider:
 
 
 class FakeSessions:
+    """The `Sessions` hot-path contract over a dict; `ready=False` acts as degraded."""
+
     def __init__(self) -> None:
         self.records: dict[str, SessionRecord] = {}
         self.ready = True
         self.puts = 0
+        self.degraded = 0
 
     def get(self, cid: str) -> SessionRecord | None:
+        if not self.ready:
+            self.degraded += 1
+            return None
         return self.records.get(cid)
 
-    def put(self, cid: str, record: SessionRecord) -> None:
-        self.records[cid] = record
+    def update(self, cid: str, base: SessionRecord | None, updated: SessionRecord) -> None:
+        if not self.ready or not write_needed(base, updated, 0.0, 1e9):
+            return
+        self.records[cid] = successor(base, updated, self.records.get(cid), now=0.0, writer="t")
         self.puts += 1
 
 
@@ -245,7 +255,7 @@ async def test_hanging_classifier_yields_a_null_decision_inside_the_budget() -> 
     assert "c1" not in sessions.records
 
 
-async def test_classifier_error_no_table_and_unready_sessions_are_null_decisions() -> None:
+async def test_classifier_error_and_no_table_are_null_decisions_unready_sessions_are_not() -> None:
     service, rm, sessions, provider, _ = make({"a": "error"})
     await service.live.reload()
     assert (await service.decide("c1", user("a")))["nullReason"] == "no_routing_table"
@@ -253,8 +263,12 @@ async def test_classifier_error_no_table_and_unready_sessions_are_null_decisions
     rm.table = table("v1", [cand("m/low", 0.01)])
     await service.live.reload()
     assert (await service.decide("c1", user("a")))["nullReason"] == "classifier_error"
+    # Sessions degraded: a fresh pick, never a null decision.
+    provider.script["b"] = answer(LOW)
     sessions.ready = False
-    assert (await service.decide("c1", user("a")))["nullReason"] == "sessions_unavailable"
+    fresh = await service.decide("c1", user("b"))
+    assert (fresh["model"], fresh["sticky"], fresh["nullReason"]) == ("m/low", False, None)
+    assert sessions.degraded == 1 and "c1" not in sessions.records
 
 
 def test_resolution_chain() -> None:
