@@ -29,7 +29,7 @@ from contracts.events import (
 from contracts.ids import derive_id
 from contracts.results import CaseOutcome, ModelSummary
 from contracts.routing_builder import PublishSkipped, build_routing_table
-from contracts.summaries import dedupe_outcomes, summarize
+from contracts.summaries import summarize
 from contracts.taxonomy import ReasoningEffort, Tier
 from contracts.winner import (
     classifier_stats_from_outcomes,
@@ -58,7 +58,7 @@ class RunProgress(BaseModel):
     expected: int | None = None
     """From CaseJobsFannedOut; None until it arrives."""
     outcomes: dict[str, CaseOutcome] = {}
-    """Graded results by result key: a duplicate delivery overwrites itself."""
+    """Graded results by result key; the first by log order of each key."""
     dead: dict[str, str] = {}
     """Result keys lost to dead-lettered jobs -> the job id."""
     completed: bool = False
@@ -98,15 +98,11 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
         return p.model_copy(update={"expected": event.expected_results})
     if isinstance(event, CaseGraded):
         key = result_key(event.model, event.case_id, event.rep)
-        outcome = event.to_outcome()
-        current = p.outcomes.get(key)
-        if current is not None:
-            # A re-executed case (same derived id, other measurements): keep the survivor
-            # summaries would pick, by a fixed order, never by arrival order.
-            outcome = dedupe_outcomes([current, outcome])[0]
-            if outcome == current:
-                return p
-        return p.model_copy(update={"outcomes": {**p.outcomes, key: outcome}})
+        if key in p.outcomes:
+            # A redelivered or re-executed case: the first by log order stays (the one rule
+            # shared with `dedupe_outcomes` and the projector's case_results).
+            return p
+        return p.model_copy(update={"outcomes": {**p.outcomes, key: event.to_outcome()}})
     if isinstance(event, CaseJobDeadLettered):
         new = {result_key(event.model, c, event.rep): event.job_id for c in event.case_ids}
         return p.model_copy(update={"dead": {**new, **p.dead}})

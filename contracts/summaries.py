@@ -1,11 +1,14 @@
 """Fold graded case outcomes into per-(model, tier) summaries; carry summaries between runs.
 
-Everything here is pure and order-independent: the event log delivers at least once and a
-replay may interleave partitions differently, so the same set of outcomes must always give
-the same summaries, bit for bit. Two things make that true:
+Everything here is pure: the event log delivers at least once and a replay may interleave
+partitions differently, so the same log must always give the same summaries, bit for bit.
+Two things make that true:
 
 * duplicates are collapsed by their natural key ``(model, case_id, rep)`` (the key a case
-  result's deterministic event id is derived from) before anything is counted;
+  result's deterministic event id is derived from) before anything is counted, keeping the
+  *first by log order* — the one rule the aggregator and the projector share. A run's
+  results all sit on one partition (keyed by run id), so that order is the same on every
+  replay;
 * sums use :func:`math.fsum`, which is correctly rounded and therefore independent of the
   order the values arrive in (a plain ``sum`` of floats is not).
 """
@@ -84,32 +87,18 @@ def wilson_lower_bound(successes: float, n: int, confidence: float = 0.95) -> fl
     return min(max(bound, 0.0), 1.0)
 
 
-def _canonical(outcome: CaseOutcome) -> tuple[object, ...]:
-    """A total order on outcomes, used only to break conflicting duplicates."""
-    return (
-        _TIER_ORDER[outcome.tier],
-        outcome.score,
-        outcome.latency_ms,
-        outcome.cost_usd is None,
-        outcome.cost_usd or 0.0,
-        outcome.timed_out,
-    )
-
-
 def dedupe_outcomes(outcomes: Iterable[CaseOutcome]) -> list[CaseOutcome]:
-    """One outcome per ``(model, case_id, rep)``, sorted by that key.
+    """One outcome per ``(model, case_id, rep)``: the first in the given (log) order, sorted by
+    that key.
 
-    Redelivered duplicates are identical, so which copy survives does not matter. Should two
-    copies ever differ (a re-run after a crash that the derived id did not catch), the
-    survivor is picked by a fixed total order rather than by arrival, so reordering the
-    input can never change a summary.
+    Redelivered duplicates are normally identical. Should two copies differ (a job re-run
+    after a crash measured the case again), the first one on the log wins, as in the
+    projector's ``case_results`` (insert, on conflict do nothing): the summaries and the
+    rows they link to then describe the same measurement.
     """
     kept: dict[OutcomeKey, CaseOutcome] = {}
     for o in outcomes:
-        key = (o.model, o.case_id, o.rep)
-        current = kept.get(key)
-        if current is None or _canonical(o) < _canonical(current):
-            kept[key] = o
+        kept.setdefault((o.model, o.case_id, o.rep), o)
     return [kept[k] for k in sorted(kept)]
 
 

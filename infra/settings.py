@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     """Longest time POST /decide may take; the gateway waits this long at most."""
     decide_margin_ms: int = Field(default=150, ge=0, le=5_000)
     """Kept free of the budget for everything around the classifier call (answer, network)."""
+
+    @property
+    def classifier_deadline_ms(self) -> int:
+        """How long /decide waits for its classifier (budget minus margin); the classifier
+        benchmark measures every call against the same deadline."""
+        return self.decide_budget_ms - self.decide_margin_ms
+
     default_classifier_model: str = "sim/flash-lite"
     """Classifier model when neither an admin override nor a benchmark winner exists."""
     decide_replica_id: str | None = None

@@ -49,7 +49,6 @@ def build_worker(settings: Settings, *, app_id: str | None = None) -> Worker:
         settings,
         classifier_cases=classifier,
         decider_cases=decider,
-        classifier_timeout_s=settings.provider_timeout_s,
     )
     return Worker(
         settings,

@@ -6,20 +6,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from contracts.cases import ClassifierCase, DeciderCase
 from contracts.classifier_grading import grade_classification
-from contracts.classifier_prompt import build_classifier_messages, classify_output
+from contracts.classifier_prompt import classify_output
 from contracts.decider_grading import run_check
 from contracts.events import CaseGraded
 from contracts.events.cases import ANSWER_EXCERPT_MAX, DIAGNOSTIC_VALUE_MAX
 from contracts.ids import case_result_id
 from contracts.jobs import CaseJob
 from contracts.tiers import derive_tier
+from infra.classifier_call import call_classifier
 from infra.clock import utc_now
 from infra.provider.client import ProviderClient
-from infra.provider.errors import ProviderError, ProviderTimeout
+from infra.provider.errors import ProviderError
 from infra.settings import Settings
 from streams.app import Emit
 from streams.docker_sandbox import DockerSandbox
@@ -35,11 +35,6 @@ def _diag(**facts: object) -> dict[str, str]:
     return {k: str(v)[:DIAGNOSTIC_VALUE_MAX] for k, v in facts.items() if v is not None}
 
 
-def _sum_costs(*costs: float | None) -> float | None:
-    known = [c for c in costs if c is not None]
-    return sum(known) if known else None
-
-
 class CaseExecutor:
     """The worker's JobExecutor. Provider clients are made per credential and reused."""
 
@@ -52,7 +47,7 @@ class CaseExecutor:
         sandbox_factory: SandboxFactory | None = None,
         harness_factory: Callable[[ProviderClient], Harness] | None = None,
         clock: Callable[[], str] = utc_now,
-        classifier_timeout_s: float = 30.0,
+        classifier_timeout_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.classifier_cases = classifier_cases
@@ -69,7 +64,12 @@ class CaseExecutor:
             )
         )
         self.clock = clock
-        self.classifier_timeout_s = classifier_timeout_s
+        # /decide's own deadline unless told otherwise (see `_classifier_case`).
+        self.classifier_timeout_s = (
+            classifier_timeout_s
+            if classifier_timeout_s is not None
+            else settings.classifier_deadline_ms / 1000.0
+        )
         self._providers: dict[str | None, ProviderClient] = {}
 
     def provider(self, credential: str | None) -> ProviderClient:
@@ -91,31 +91,19 @@ class CaseExecutor:
 
     # ------------------------------------------------------------------ classifier
     async def _classifier_case(self, job: CaseJob, case: ClassifierCase) -> CaseGraded:
-        provider = self.provider(job.credential)
-        messages: list[dict[str, Any]] = list(build_classifier_messages(case.messages))
-        t0 = time.perf_counter()
-        costs: list[float | None] = []
-        text: str | None = None
-        timed_out = False
-        attempts = 0
-        try:
-            # An empty answer is retried once (both costs count), as production does.
-            for _ in range(2):
-                attempts += 1
-                result = await provider.chat(
-                    model=job.model,
-                    messages=messages,
-                    seed=job.rep,
-                    timeout_s=self.classifier_timeout_s,
-                )
-                costs.append(result.cost_usd)
-                text = result.text
-                if text and text.strip():
-                    break
-        except ProviderTimeout:
-            timed_out = True
-        latency_ms = (time.perf_counter() - t0) * 1000
-        classification = classify_output(text or "", case.messages)
+        # Exactly the production call (prompt, parser, empty-answer retry) against the same
+        # deadline /decide gives it: a call /decide would abandon is a timeout here too.
+        call = await call_classifier(
+            self.provider(job.credential),
+            job.model,
+            case.messages,
+            timeout_s=self.classifier_timeout_s,
+            seed=job.rep,
+        )
+        if call.error is not None:
+            raise call.error  # the job is retried, then dead-lettered
+        timed_out = call.timed_out
+        classification = call.classification or classify_output("", case.messages)
         score = 0.0 if timed_out else grade_classification(classification, case.label).score
         return CaseGraded(
             event_id=case_result_id(job.run_id, job.model, case.id, job.rep),
@@ -128,13 +116,13 @@ class CaseExecutor:
             rep=job.rep,
             tier=derive_tier(case.label),
             score=score,
-            latency_ms=latency_ms,
-            cost_usd=_sum_costs(*costs),
+            latency_ms=call.latency_ms,
+            cost_usd=call.cost_usd,
             timed_out=timed_out,
             classification=classification,
-            answer_excerpt=(text or "")[:ANSWER_EXCERPT_MAX] or None,
+            answer_excerpt=call.text[:ANSWER_EXCERPT_MAX] or None,
             diagnostics=_diag(
-                attempts=attempts,
+                attempts=call.attempts,
                 fallback_reason=classification.fallback_reason,
                 job_attempt=job.attempt,
             ),

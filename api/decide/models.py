@@ -71,7 +71,10 @@ class DecideResponse(BaseModel):
     classifierModel: str | None
     classifierSource: Literal["override", "winner", "default"] | None
     classifierCostUsd: float | None
-    """Cost of this request's classifier call (bill it to the user); null when cached."""
+    """Cost of this request's classifier call (bill it to the user); null when cached, not
+    called, or not reported (an attempt abandoned at the deadline may still be billed)."""
+    classifierOutcome: Literal["ok", "fallback", "timeout", "error", "cached", "not_called"]
+    """How the classifier call went; `timeout` and `error` were attempted (billable)."""
     classificationCached: bool
     tableVersion: str | None
     nullReason: NullReason | None

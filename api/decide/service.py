@@ -21,7 +21,6 @@ import orjson
 
 from api.decide.classifier import (
     ResolvedClassifier,
-    classify,
     content_hash,
     render,
     resolve_classifier_model,
@@ -40,8 +39,8 @@ from contracts.codec import encode_event
 from contracts.decision import decide_model, next_session_state
 from contracts.events import DecisionMade
 from contracts.tiers import derive_tier
+from infra.classifier_call import call_classifier
 from infra.clock import utc_now
-from infra.provider.errors import ProviderError, ProviderTimeout
 from infra.provider.protocol import ChatProvider
 
 log = logging.getLogger("provenroute.decide")
@@ -184,6 +183,7 @@ class DecideService:
             "classifierModel": None,
             "classifierSource": None,
             "classifierCostUsd": None,
+            "classifierOutcome": "not_called",
             "classificationCached": False,
             "tableVersion": None,
             "nullReason": None,
@@ -226,6 +226,7 @@ class DecideService:
         if classification is not None:
             self._cache_hit.inc()
             answer["classificationCached"] = True
+            answer["classifierOutcome"] = "cached"
         else:
             self._cache_miss.inc()
             classification = await self._classify(
@@ -262,26 +263,27 @@ class DecideService:
         deadline: float,
     ) -> Classification | None:
         started = time.perf_counter()
-        remaining = deadline - started
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            # Both bounds: the client's own timeout, and a hard stop should anything in it
-            # (DNS, a stuck connection pool) not honour it.
-            async with asyncio.timeout(remaining):
-                result = await classify(self.provider, model, rendered, messages, remaining)
-        except (TimeoutError, ProviderTimeout):
+        call = await call_classifier(
+            self.provider, model, messages, timeout_s=deadline - started, rendered=rendered
+        )
+        # Billed whatever came of it: an attempt abandoned at the deadline still counts as
+        # attempted, at the cost the provider reported for what did answer (or unknown).
+        answer["classifierCostUsd"] = call.cost_usd
+        if call.timed_out:
             self._observe_classifier("timeout", started)
+            answer["classifierOutcome"] = "timeout"
             answer["nullReason"] = "classifier_timeout"
             return None
-        except ProviderError as e:
+        if call.error is not None or call.classification is None:
             self._observe_classifier("error", started)
-            log.warning("classifier %s failed: %s", model, e)
+            log.warning("classifier %s failed: %s", model, call.error)
+            answer["classifierOutcome"] = "error"
             answer["nullReason"] = "classifier_error"
             return None
-        self._observe_classifier("fallback" if result.classification.fallback else "ok", started)
-        answer["classifierCostUsd"] = result.cost_usd
-        return result.classification
+        outcome = "fallback" if call.classification.fallback else "ok"
+        self._observe_classifier(outcome, started)
+        answer["classifierOutcome"] = outcome
+        return call.classification
 
     def _observe_classifier(self, outcome: str, started: float) -> None:
         self.metrics.classifier_latency.labels(outcome).observe(time.perf_counter() - started)
@@ -307,11 +309,13 @@ class DecideService:
         self._latency[reason is None].observe(elapsed)
         occurred_at = self.clock()
         conversation_id = answer["conversationId"]
+        user = hints.get("user_id") if hints else None
+        user_id = user if isinstance(user, str) and user else None
         self.emitter.enqueue(
             "decision",
             self.config.decisions_topic,
             conversation_id.encode(),
-            lambda: _decision_event(answer, fallback, occurred_at),
+            lambda: _decision_event(answer, fallback, occurred_at, user_id),
         )
         if decision_log.isEnabledFor(logging.INFO):
             line = orjson.dumps(
@@ -328,6 +332,7 @@ class DecideService:
                     "classifier_model": answer["classifierModel"],
                     "classifier_source": answer["classifierSource"],
                     "classifier_cost_usd": answer["classifierCostUsd"],
+                    "classifier_outcome": answer["classifierOutcome"],
                     "classification_cached": answer["classificationCached"],
                     "classification_fallback": fallback,
                     "table_version": answer["tableVersion"],
@@ -342,11 +347,14 @@ class DecideService:
                 decision_log.info(line.decode())
 
 
-def _decision_event(answer: dict[str, Any], fallback: bool, occurred_at: str) -> bytes:
+def _decision_event(
+    answer: dict[str, Any], fallback: bool, occurred_at: str, user_id: str | None
+) -> bytes:
     event = DecisionMade(
         event_id=answer["decisionId"],
         occurred_at=occurred_at,
         decision_id=answer["decisionId"],
+        user_id=user_id,
         conversation_id=answer["conversationId"],
         model=answer["model"],
         reasoning_effort=answer["reasoningEffort"],
@@ -355,6 +363,7 @@ def _decision_event(answer: dict[str, Any], fallback: bool, occurred_at: str) ->
         null_reason=answer["nullReason"],
         classifier_model=answer["classifierModel"] or "unresolved",
         classifier_cost_usd=answer["classifierCostUsd"],
+        classifier_outcome=answer["classifierOutcome"],
         classification_fallback=fallback,
         table_version=answer["tableVersion"],
         latency_ms=answer["latencyMs"],

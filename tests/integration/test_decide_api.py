@@ -120,7 +120,8 @@ async def test_decide_classifies_picks_caches_and_emits_decision_events(
         await wait_for(lambda: runtime.sessions is not None and runtime.sessions.applied >= 1, 60)
         metrics = (await client.get("/metrics")).text
         assert (
-            'provenroute_decisions_total{model="sim/flash-lite",sticky="false",tier="low"} 1.0'
+            # Both answers: the second keeps the incumbent, which is also the fresh pick.
+            'provenroute_decisions_total{model="sim/flash-lite",sticky="false",tier="low"} 2.0'
             in metrics
         )
         assert "provenroute_decide_latency_seconds_bucket" in metrics

@@ -55,18 +55,25 @@ class Result:
 
 
 class FakeProvider:
-    """Answers by the last user message: a JSON classification, `hang`, `error` or garbage."""
+    """Answers by the last user message: a JSON classification, `hang`, `error` or garbage;
+    a list scripts successive calls for the same message."""
 
-    def __init__(self, script: dict[str, str]) -> None:
+    def __init__(self, script: dict[str, str | list[str]]) -> None:
         self.script = script
         self.calls: list[tuple[str, float | None]] = []
 
     async def chat(
-        self, *, model: str, messages: list[dict[str, Any]], timeout_s: float | None = None
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        timeout_s: float | None = None,
+        **_: Any,
     ) -> Result:
         self.calls.append((model, timeout_s))
         last = messages[-1]["content"].rsplit("### user\n", 1)[-1].strip()
-        what = self.script[last]
+        scripted = self.script[last]
+        what = scripted.pop(0) if isinstance(scripted, list) else scripted
         if what == "hang":
             await asyncio.sleep(3600)
         if what == "error":
@@ -157,7 +164,7 @@ def table(
 
 
 def make(
-    script: dict[str, str], budget_s: float = 2.0
+    script: dict[str, str | list[str]], budget_s: float = 2.0
 ) -> tuple[DecideService, FakeReadModel, FakeSessions, FakeProvider, FakeEmitter]:
     rm = FakeReadModel()
     live = LiveRouting(rm, listen_url="", schema="s")  # type: ignore[arg-type]
@@ -253,6 +260,43 @@ async def test_hanging_classifier_yields_a_null_decision_inside_the_budget() -> 
     assert out["model"] is None and out["nullReason"] == "classifier_timeout"
     assert elapsed < 0.5
     assert "c1" not in sessions.records
+
+
+def _events(emitter: FakeEmitter) -> list[dict[str, Any]]:
+    return [json.loads(v) for k, v in emitter.sent if k == "decision"]
+
+
+async def test_an_empty_answer_is_asked_again_once_and_both_costs_are_billed() -> None:
+    service, rm, _, provider, emitter = make({"a": ["", answer(HIGH)], "b": ["", " ", "x"]})
+    rm.table = table("v1", [cand("m/low", 0.01)], high=[cand("m/high", 0.05)])
+    await service.live.reload()
+    out = await service.decide("c1", user("a"), {"user_id": "u-7"})
+    assert len(provider.calls) == 2
+    assert out["classification"]["fallback"] is False and out["model"] == "m/high"
+    assert out["classifierCostUsd"] == pytest.approx(0.002)
+    # Twice empty: no third call; the heuristic classifies (as in the benchmark).
+    twice = await service.decide("c2", user("b"))
+    assert len(provider.calls) == 4
+    assert twice["classification"]["fallback"] is True
+    [first, second] = _events(emitter)
+    assert (first["user_id"], first["classifier_outcome"]) == ("u-7", "ok")
+    assert first["classifier_cost_usd"] == pytest.approx(0.002)
+    assert (second["user_id"], second["classifier_outcome"]) == (None, "fallback")
+
+
+async def test_a_timed_out_classifier_call_is_recorded_as_attempted() -> None:
+    service, rm, _, _, emitter = make({"a": "hang", "b": ["", "hang"]}, budget_s=0.5)
+    rm.table = table("v1", [cand("m/low", 0.01)])
+    await service.live.reload()
+    nothing_known = await service.decide("c1", user("a"), {"user_id": "u-1"})
+    half_known = await service.decide("c2", user("b"), {"user_id": "u-1"})
+    assert nothing_known["nullReason"] == half_known["nullReason"] == "classifier_timeout"
+    assert nothing_known["classifierCostUsd"] is None
+    assert half_known["classifierCostUsd"] == 0.001  # the empty first answer was billed
+    events = _events(emitter)
+    assert [e["classifier_outcome"] for e in events] == ["timeout", "timeout"]
+    assert [e["classifier_cost_usd"] for e in events] == [None, 0.001]
+    assert {e["user_id"] for e in events} == {"u-1"}
 
 
 async def test_classifier_error_and_no_table_are_null_decisions_unready_sessions_are_not() -> None:

@@ -348,14 +348,16 @@ def run_logs(draw: st.DrawFn) -> tuple[list[EventBase], list[EventBase]]:
                 events.append(dead(model, cases, rep))
     redelivered = list(events)
     redelivered += draw(st.lists(st.sampled_from(events), max_size=30))  # duplicates
-    # A re-executed case: same derived id, different measurements (a retry after a crash).
+    redelivered = draw(st.permutations(redelivered))
+    # A re-executed case: same derived id, different measurements (a retry after a crash),
+    # later on the log than the first result; the first by log order stays.
     for e in draw(
         st.lists(st.sampled_from([e for e in events if isinstance(e, CaseGraded)]), max_size=3)
     ):
         redelivered.append(
-            e.model_copy(update={"latency_ms": e.latency_ms + 7.0, "cost_usd": None})
+            e.model_copy(update={"latency_ms": e.latency_ms + 7.0, "cost_usd": None, "score": 0.0})
         )
-    return events, draw(st.permutations(redelivered))
+    return events, redelivered
 
 
 def observable(p: RunProgress) -> tuple[Any, ...]:
@@ -418,3 +420,17 @@ def test_a_run_whose_completion_fails_is_closed_with_the_reason(kind: str) -> No
         assert len(skips) == 1 and "conflicting summaries" in skips[0].reason
     else:
         assert not skips
+
+
+@pytest.mark.parametrize(("first", "second"), [(1.0, 0.0), (0.0, 1.0)])
+def test_a_redelivered_result_that_differs_keeps_the_first_by_log_order(
+    first: float, second: float
+) -> None:
+    original = graded("sim/cheap", "c0", score=first, latency=10.0)
+    again = graded("sim/cheap", "c0", score=second, latency=99.0, cost=None)
+    p = fold([original, again])
+    assert fold([original, again, original]) == p
+    [kept] = p.outcomes.values()
+    assert (kept.score, kept.latency_ms) == (first, 10.0)
+    [s] = [s for s in run_summaries(p) if s.model == "sim/cheap"]
+    assert (s.accuracy, s.p95_latency_ms) == (first, 10.0)

@@ -226,10 +226,13 @@ def test_confidence_is_passed_to_the_bound() -> None:
     assert s90.accuracy_lower_bound == pytest.approx(wilson_lower_bound(15, 20, 0.90))
 
 
-def test_conflicting_duplicates_resolve_independently_of_order() -> None:
+def test_conflicting_duplicates_keep_the_first_by_log_order() -> None:
     a = out(case="c1", score=1.0, latency=5)
     b = out(case="c1", score=0.0, latency=9)
-    assert dedupe_outcomes([a, b]) == dedupe_outcomes([b, a]) == [b]
+    assert dedupe_outcomes([a, b]) == [a]
+    assert dedupe_outcomes([b, a]) == [b]
+    [s] = summarize([a, b])
+    assert (s.accuracy, s.p95_latency_ms) == (1.0, 5.0)
 
 
 outcome_st = st.builds(
@@ -264,12 +267,14 @@ def test_duplicates_and_reordering_leave_summaries_unchanged(
 
 
 @given(st.lists(outcome_st, max_size=40), st.randoms(use_true_random=False))
-def test_summaries_independent_of_order_even_with_conflicts(
+def test_conflicting_copies_after_the_first_change_nothing(
     outcomes: list[CaseOutcome], rnd: Any
 ) -> None:
-    shuffled = list(outcomes)
-    rnd.shuffle(shuffled)
-    assert summarize(shuffled) == summarize(outcomes)
+    firsts = dedupe_outcomes(outcomes)
+    later = list(outcomes)
+    rnd.shuffle(later)
+    assert summarize([*firsts, *later]) == summarize(firsts) == summarize(outcomes)
+    assert summarize(list(reversed(firsts))) == summarize(firsts)
 
 
 @given(st.lists(outcome_st, max_size=40))
