@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -107,6 +108,27 @@ Check = Annotated[
 ]
 
 
+class PostCheck(BaseModel):
+    """A hidden check of the workspace, run in the job's container after the agent finished.
+
+    The agent never sees it (it is neither in the prompt nor in the workspace): it is sent as
+    one command. A case with a post-check passes only when its answer passes `check` and the
+    post-check exits 0, so a task that changes files is graded on the files, not only on
+    the words of its answer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    script: str = Field(min_length=1)
+    """Bash run in the workspace (with `set -euo pipefail`); exit 0 means the work is there.
+    On failure it should print why (the last lines become the grade's detail)."""
+    restore: tuple[str, ...] = ()
+    """Workspace files written back to their original content (from the case's `files`)
+    before the script runs: checkers, fixtures and files the task must not change, so
+    editing them cannot fake a pass. An entry ending in `/` names every file under it."""
+    timeout_s: int = Field(default=120, ge=5, le=900)
+
+
 class DeciderCase(BaseModel):
     """A golden task with one tier, a mechanical check and (where executable) a reference."""
 
@@ -126,6 +148,8 @@ class DeciderCase(BaseModel):
     timeout_s: int = Field(default=120, ge=5, le=900)
     reference: str | None = None
     """Shell run in the workspace whose last non-empty stdout line passes `check`."""
+    post_check: PostCheck | None = None
+    """For tasks that change files: the hidden check of the workspace (see `PostCheck`)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DeciderCase:
@@ -145,4 +169,27 @@ class DeciderCase(BaseModel):
             raise ValueError("agentic_execution cases need workspace files")
         if self.taskType == "agentic_execution" and not self.reference:
             raise ValueError("agentic_execution cases need a reference solution")
+        if self.post_check is not None:
+            # Workspace files and a reference: the case is worked with tools (the simulated
+            # provider's right draws run the reference), so the post-check has work to see.
+            if not self.files or not self.reference:
+                raise ValueError("a case with a post_check needs workspace files and a reference")
+            for entry in self.post_check.restore:
+                if not restored_paths(self.files, (entry,)):
+                    raise ValueError(f"post_check.restore entry {entry!r} names no workspace file")
         return self
+
+    def restored_files(self) -> dict[str, str]:
+        """The original content of every file the post-check restores before it runs."""
+        if self.post_check is None:
+            return {}
+        return {p: self.files[p] for p in restored_paths(self.files, self.post_check.restore)}
+
+
+def restored_paths(files: Mapping[str, str], entries: Sequence[str]) -> list[str]:
+    """The workspace files `entries` name: exact paths, or every file under a `dir/`."""
+    return sorted(
+        path
+        for path in files
+        if any(path == e or (e.endswith("/") and path.startswith(e)) for e in entries)
+    )

@@ -51,6 +51,13 @@ Rules common to every kind
     one). Equality is structural: object key order is irrelevant, array order matters,
     numbers compare by value (``1 == 1.0``), booleans are not numbers (``true != 1``),
     strings are compared exactly.
+
+Post-checks (tasks that change files)
+-------------------------------------
+A case with a ``post_check`` is also graded on its workspace: after the agent finished, the
+hidden script runs in the same container (:func:`post_check_command`), and the case passes
+only when the answer passes its check *and* the script exits 0 in time
+(:func:`grade_decider_case`).
 """
 
 from __future__ import annotations
@@ -61,7 +68,15 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.cases import Check, ContainsAllCheck, ExactCheck, JsonEqualCheck, RegexCheck
+from contracts.cases import (
+    Check,
+    ContainsAllCheck,
+    DeciderCase,
+    ExactCheck,
+    JsonEqualCheck,
+    PostCheck,
+    RegexCheck,
+)
 
 _WRAPPERS: Final = frozenset("`\"'")
 _FENCE_LINE: Final = re.compile(r"`{3,}[\w+\-.#]*")
@@ -263,3 +278,57 @@ def run_check(check: Check, answer: str) -> CheckResult:
     if isinstance(check, JsonEqualCheck):
         return _json_equal(check, answer)
     raise TypeError(f"unknown check kind: {type(check).__name__}")
+
+
+# ------------------------------------------------------------------ post-checks
+
+POST_CHECK_PRELUDE: Final = "set -euo pipefail\n"
+"""Prepended to every post-check script: a failing step fails the check."""
+_POST_CHECK_TAIL_LINES: Final = 3
+
+
+class PostCheckRun(BaseModel):
+    """What a post-check printed and how it ended (a sandbox exec result)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+def post_check_command(post: PostCheck) -> str:
+    """The one command that runs `post` (sent to the sandbox, never written to the workspace)."""
+    return POST_CHECK_PRELUDE + post.script
+
+
+def grade_post_check(run: PostCheckRun) -> CheckResult:
+    """Passed when the post-check exited 0 in time; otherwise why, from its last lines."""
+    if run.timed_out:
+        return CheckResult(passed=False, detail="post-check timed out")
+    if run.exit_code == 0:
+        return CheckResult(passed=True, detail="post-check passed")
+    lines = [ln.strip() for ln in (run.stdout + "\n" + run.stderr).splitlines() if ln.strip()]
+    tail = " | ".join(lines[-_POST_CHECK_TAIL_LINES:])
+    return CheckResult(
+        passed=False, detail=f"post-check exited with {run.exit_code}: {_short(tail)}"
+    )
+
+
+def grade_decider_case(case: DeciderCase, answer: str, post: PostCheckRun | None) -> CheckResult:
+    """Grade a decider case: its answer, and its workspace when it has a post-check.
+
+    `post` is the post-check's run (None when it did not run: then a case that has one fails).
+    """
+    said = run_check(case.check, answer)
+    if case.post_check is None:
+        return said
+    done = (
+        grade_post_check(post)
+        if post is not None
+        else CheckResult(passed=False, detail="post-check did not run")
+    )
+    return CheckResult(
+        passed=said.passed and done.passed, detail=f"answer: {said.detail}; work: {done.detail}"
+    )

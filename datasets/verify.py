@@ -5,6 +5,11 @@ container) and runs its cases serially, wiping the workspace before each case so
 another's files. `judge` is the pure part: given a case and what its reference printed, does
 the last non-empty stdout line pass the case's own check, and does the golden answer?
 
+Tasks that change files are graded on the workspace too: a case's hidden post-check must fail
+on the untouched workspace and pass once its reference has done the work, and a reference
+that changes the workspace needs a post-check (no file-changing task is graded on words
+alone).
+
 The sandbox is passed in (the Docker one in production, a local-subprocess one in unit tests).
 """
 
@@ -15,15 +20,23 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from contracts.cases import DeciderCase
+from contracts.decider_grading import PostCheckRun, grade_post_check, post_check_command
 from contracts.sandbox import RESET_WORKSPACE, ExecResult, Sandbox
 from contracts.taxonomy import Tier
 
 RESET_TIMEOUT_S = 30.0
+WORKSPACE_MANIFEST = (
+    "find . -mindepth 1 -name __pycache__ -prune -o -type f -exec sha256sum {} + -o -print"
+    " | LC_ALL=C sort"
+)
+"""Every path in the workspace, with a hash of each file (bytecode caches left out: importing
+a module is not changing the workspace)."""
 
 SandboxFactory = Callable[[int], Sandbox]
 """Builds the sandbox of worker number `i` (not yet started)."""
@@ -61,6 +74,12 @@ class CaseVerdict(BaseModel):
     """The reference's last non-empty stdout line."""
     exit_code: int | None = None
     timed_out: bool = False
+    post_check_untouched: bool | None = None
+    """The post-check passed on the untouched workspace (it must not; None: no post-check)."""
+    post_check_done: bool | None = None
+    """The post-check passed once the reference had run (it must; None: no post-check)."""
+    workspace_changed: bool | None = None
+    """A reference without a post-check changed the workspace (it must not)."""
     duration_s: float = 0.0
     detail: str = ""
     """Why it failed, in plain words (empty when passed)."""
@@ -78,6 +97,18 @@ def last_nonempty_line(text: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class WorkEvidence:
+    """What verification saw of the workspace around a reference run."""
+
+    untouched: PostCheckRun | None = None
+    """The post-check's run on the untouched workspace."""
+    done: PostCheckRun | None = None
+    """The post-check's run after the reference."""
+    changed: bool | None = None
+    """For a case without a post-check: whether the reference changed the workspace."""
+
+
 def judge(
     case: DeciderCase,
     run_check: RunCheck,
@@ -85,8 +116,9 @@ def judge(
     *,
     error: str | None = None,
     duration_s: float = 0.0,
+    work: WorkEvidence | None = None,
 ) -> CaseVerdict:
-    """Grade one case from what its reference printed (pure).
+    """Grade one case from what its reference printed and did to the workspace (pure).
 
     `result` is None for a case without a reference, or when the sandbox failed (`error`).
     """
@@ -127,8 +159,13 @@ def judge(
         reference_ok = outcome.passed
         if not outcome.passed:
             problems.insert(0, f"reference answer {answer!r} fails the check: {outcome.detail}")
+    work = work or WorkEvidence()
+    problems += _work_problems(case, work)
     return CaseVerdict(
         **common,
+        post_check_untouched=_passed(work.untouched),
+        post_check_done=_passed(work.done),
+        workspace_changed=work.changed,
         status="passed" if not problems else "failed",
         reference_ok=reference_ok,
         answer=answer,
@@ -136,6 +173,27 @@ def judge(
         timed_out=result.timed_out,
         detail="; ".join(problems),
     )
+
+
+def _passed(run: PostCheckRun | None) -> bool | None:
+    return None if run is None else grade_post_check(run).passed
+
+
+def _work_problems(case: DeciderCase, work: WorkEvidence) -> list[str]:
+    if case.post_check is None:
+        if work.changed:
+            return ["the reference changes the workspace, so the case needs a post_check"]
+        return []
+    problems = []
+    if work.untouched is None:
+        problems.append("post-check did not run on the untouched workspace")
+    elif grade_post_check(work.untouched).passed:
+        problems.append("post-check passes on the untouched workspace: it does not check the work")
+    if work.done is None:
+        problems.append("post-check did not run after the reference")
+    elif not (done := grade_post_check(work.done)).passed:
+        problems.append(f"post-check fails after the reference: {done.detail}")
+    return problems
 
 
 def _exit_reason(code: int | None) -> str:
@@ -211,8 +269,13 @@ async def verify_cases(
                     return
                 started = clock()
                 try:
+                    work = WorkEvidence()
+                    if case.post_check is not None:
+                        sandbox = await ready(index, sandbox)
+                        await sandbox.write_files(case.files)
+                        work = WorkEvidence(untouched=await run_post_check(sandbox, case))
                     sandbox = await ready(index, sandbox)
-                    result = await run_reference(sandbox, case)
+                    result, work = await _run_and_observe(sandbox, case, work)
                 except Exception as e:  # the sandbox broke: report it, start afresh next time
                     verdict = judge(
                         case,
@@ -225,7 +288,8 @@ async def verify_cases(
                         await _close_quietly(sandbox)
                         sandbox = None
                     continue
-                record(position, judge(case, run_check, result, duration_s=clock() - started))
+                verdict = judge(case, run_check, result, duration_s=clock() - started, work=work)
+                record(position, verdict)
         finally:
             if sandbox is not None:
                 await _close_quietly(sandbox)
@@ -234,13 +298,41 @@ async def verify_cases(
     return [verdicts[i] for i in range(len(cases))]
 
 
-async def run_reference(sandbox: Sandbox, case: DeciderCase) -> ExecResult:
-    """Write the case's files into the (empty) workspace and run its reference."""
-    assert case.reference is not None
+async def _run_and_observe(
+    sandbox: Sandbox, case: DeciderCase, work: WorkEvidence
+) -> tuple[ExecResult, WorkEvidence]:
+    """Run the reference in the empty workspace; then its post-check, or (without one) see
+    whether it changed the workspace."""
     if case.files:
         await sandbox.write_files(case.files)
-    result: ExecResult = await sandbox.exec(case.reference, float(case.timeout_s))
-    return result
+    before = None if case.post_check is not None else await _manifest(sandbox)
+    result: ExecResult = await sandbox.exec(case.reference or "true", float(case.timeout_s))
+    if case.post_check is not None:
+        return result, replace(work, done=await run_post_check(sandbox, case))
+    return result, replace(work, changed=before != await _manifest(sandbox))
+
+
+async def run_post_check(sandbox: Sandbox, case: DeciderCase) -> PostCheckRun:
+    """Run `case`'s hidden post-check in the sandbox's workspace as it is now.
+
+    The files it restores are written back first; the script itself is sent as one command
+    and never written to the workspace.
+    """
+    assert case.post_check is not None
+    restored = case.restored_files()
+    if restored:
+        await sandbox.write_files(restored)
+    res = await sandbox.exec(post_check_command(case.post_check), float(case.post_check.timeout_s))
+    return PostCheckRun(
+        exit_code=res.exit_code, stdout=res.stdout, stderr=res.stderr, timed_out=res.timed_out
+    )
+
+
+async def _manifest(sandbox: Sandbox) -> str:
+    res = await sandbox.exec(WORKSPACE_MANIFEST, RESET_TIMEOUT_S)
+    if res.exit_code != 0:
+        raise RuntimeError(f"could not list the workspace: {res.stderr[-300:]}")
+    return str(res.stdout)
 
 
 async def _reset(sandbox: Sandbox) -> bool:

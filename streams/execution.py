@@ -10,12 +10,13 @@ from collections.abc import Callable, Mapping
 from contracts.cases import ClassifierCase, DeciderCase
 from contracts.classifier_grading import grade_classification
 from contracts.classifier_prompt import classify_output
-from contracts.decider_grading import run_check
+from contracts.decider_grading import grade_decider_case, grade_post_check
 from contracts.events import CaseGraded
 from contracts.events.cases import ANSWER_EXCERPT_MAX, DIAGNOSTIC_VALUE_MAX
 from contracts.ids import case_result_id
 from contracts.jobs import CaseJob
 from contracts.tiers import derive_tier
+from datasets.verify import run_post_check
 from infra.classifier_call import call_classifier
 from infra.clock import utc_now
 from infra.provider.client import ProviderClient
@@ -150,7 +151,10 @@ class CaseExecutor:
                     reasoning_effort=job.reasoning_effort,
                     rep=job.rep,
                 )
-                check = run_check(case.check, result.answer) if result.answer else None
+                # Tasks that change files are graded on the workspace too: the hidden
+                # post-check runs in this container now that the agent has finished.
+                post = await run_post_check(sandbox, case) if case.post_check is not None else None
+                check = grade_decider_case(case, result.answer, post) if result.answer else None
                 passed = bool(check and check.passed)
                 await emit(
                     CaseGraded(
@@ -173,6 +177,7 @@ class CaseExecutor:
                             steps=result.steps,
                             attempts=result.attempts,
                             check=check.detail if check else "no answer",
+                            post_check=(None if post is None else grade_post_check(post).detail),
                             transcript_tail=result.transcript_tail[-400:],
                             model_latency_ms=round(result.model_latency_ms, 1),
                             job_attempt=job.attempt,

@@ -1,15 +1,24 @@
-"""Test doubles shared by the harness tests: a scripted LLM provider and its replies."""
+"""Test doubles shared by the harness and verification tests: a scripted LLM provider and its
+replies, and a local-subprocess sandbox."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
 from contracts.cases import FINAL_ANSWER_INSTRUCTION, DeciderCase
+from streams.sandbox import ExecResult
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,82 @@ def sum_numbers_case(**update: Any) -> DeciderCase:
         reference="awk '{s+=$1} END {print s}' data/nums.txt",
     )
     return case.model_copy(update=update) if update else case
+
+
+UNDELETABLE = "undeletable"
+"""A file `LocalSandbox` refuses to wipe: stands in for files the sandbox user cannot remove
+(tests may run as root)."""
+
+
+class LocalSandbox:
+    """A temp directory and bash: the sandbox contract without a container. Tests only.
+
+    Records every command and every write, so tests can see what reached the workspace.
+    """
+
+    instances: ClassVar[list[LocalSandbox]] = []
+
+    def __init__(self, index: int = 0, *, fail_start: bool = False) -> None:
+        self.index = index
+        self.fail_start = fail_start
+        self.workspace: Path | None = None
+        self.commands: list[str] = []
+        self.writes: list[dict[str, str]] = []
+        self.closed = False
+        LocalSandbox.instances.append(self)
+
+    async def start(self) -> None:
+        if self.fail_start:
+            raise RuntimeError("container would not start")
+        self.workspace = Path(tempfile.mkdtemp(prefix="verify-ws-"))
+
+    async def write_files(self, files: Mapping[str, str]) -> None:
+        assert self.workspace is not None
+        self.writes.append(dict(files))
+        for rel, text in files.items():
+            path = self.workspace / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+    async def read_file(self, path: str) -> str:
+        assert self.workspace is not None
+        return (self.workspace / path).read_text()
+
+    async def exec(self, cmd: str, timeout_s: float) -> ExecResult:
+        assert self.workspace is not None and not self.closed
+        self.commands.append(cmd)
+        t0 = time.perf_counter()
+        if cmd.startswith("find . -mindepth 1 -delete") and (self.workspace / UNDELETABLE).exists():
+            return ExecResult(1, "", f"find: cannot delete '{UNDELETABLE}'", False, 1.0, False)
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            cmd,
+            cwd=self.workspace,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except TimeoutError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return ExecResult(None, "", "", True, timeout_s * 1000.0, False)
+        code = proc.returncode
+        # report death by signal N as 128+N, like the container's runner
+        code = 128 - code if code is not None and code < 0 else code
+        ms = (time.perf_counter() - t0) * 1000.0
+        return ExecResult(code, out.decode(), err.decode(), False, ms, False)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.workspace is not None:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+
+    async def __aenter__(self) -> LocalSandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -21,81 +14,20 @@ from contracts.cases import (
     DeciderCase,
     ExactCheck,
     JsonEqualCheck,
+    PostCheck,
     RegexCheck,
 )
 from contracts.decider_grading import run_check
 from contracts.sandbox import RESET_WORKSPACE
 from datasets.verify import (
     CaseVerdict,
+    WorkEvidence,
     judge,
     last_nonempty_line,
     verify_cases,
 )
-
-
-@dataclass(frozen=True)
-class LocalResult:
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    timed_out: bool
-
-
-class LocalSandbox:
-    """A temp directory and bash: the sandbox contract without a container. Tests only."""
-
-    instances: ClassVar[list[LocalSandbox]] = []
-
-    def __init__(self, index: int, *, fail_start: bool = False) -> None:
-        self.index = index
-        self.fail_start = fail_start
-        self.workspace: Path | None = None
-        self.commands: list[str] = []
-        self.closed = False
-        LocalSandbox.instances.append(self)
-
-    async def start(self) -> None:
-        if self.fail_start:
-            raise RuntimeError("container would not start")
-        self.workspace = Path(tempfile.mkdtemp(prefix="verify-ws-"))
-
-    async def write_files(self, files: Mapping[str, str]) -> None:
-        assert self.workspace is not None
-        for rel, text in files.items():
-            path = self.workspace / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-
-    async def exec(self, cmd: str, timeout_s: float) -> LocalResult:
-        assert self.workspace is not None and not self.closed
-        self.commands.append(cmd)
-        if cmd == RESET_WORKSPACE and (self.workspace / "undeletable").exists():
-            # stands in for files the sandbox user cannot remove (tests may run as root)
-            return LocalResult(1, "", "find: cannot delete 'undeletable'", False)
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            cmd,
-            cwd=self.workspace,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-        except TimeoutError:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            return LocalResult(None, "", "", True)
-        code = proc.returncode
-        # report death by signal N as 128+N, like the container's runner
-        code = 128 - code if code is not None and code < 0 else code
-        return LocalResult(code, out.decode(), err.decode(), False)
-
-    async def close(self) -> None:
-        self.closed = True
-        if self.workspace is not None:
-            shutil.rmtree(self.workspace, ignore_errors=True)
+from streams.sandbox import ExecResult
+from tests.doubles import UNDELETABLE, LocalSandbox
 
 
 @pytest.fixture(autouse=True)
@@ -111,6 +43,7 @@ def case(
     golden: str = "42",
     files: dict[str, str] | None = None,
     timeout_s: int = 10,
+    post_check: PostCheck | None = None,
 ) -> DeciderCase:
     """An agentic case when it has a reference, a plain debugging question otherwise."""
     task, sub = ("agentic_execution", "shell_automation") if reference else ("debugging", "bug_fix")
@@ -125,6 +58,7 @@ def case(
         files=(files if files is not None else {"in.txt": "42\n"}) if reference else {},
         timeout_s=timeout_s,
         reference=reference,
+        post_check=post_check,
     )
 
 
@@ -217,7 +151,11 @@ def test_case_without_reference_only_checks_the_golden_answer() -> None:
 
 
 def test_each_case_sees_a_fresh_workspace() -> None:
-    first = case("first", reference="touch leftover .hidden; cat in.txt")
+    first = case(
+        "first",
+        reference="touch leftover .hidden; cat in.txt",
+        post_check=PostCheck(script="test -e leftover"),
+    )
     second = case(
         "second",
         reference="ls -A | sort | tr '\\n' ' '; echo; [ -e leftover ] || [ -e .hidden ] || echo 42",
@@ -230,7 +168,11 @@ def test_each_case_sees_a_fresh_workspace() -> None:
 
 
 def test_a_workspace_that_cannot_be_wiped_is_replaced_by_a_fresh_sandbox() -> None:
-    dirty = case("dirty", reference="touch undeletable; cat in.txt")
+    dirty = case(
+        "dirty",
+        reference=f"touch {UNDELETABLE}; cat in.txt",
+        post_check=PostCheck(script=f"test -e {UNDELETABLE}"),
+    )
     after = case("after", reference="[ -e undeletable ] || cat in.txt")
     verdicts = run([dirty, after], jobs=1)
     assert [v.status for v in verdicts] == ["passed", "passed"], verdicts
@@ -264,9 +206,11 @@ def test_a_sandbox_that_fails_to_start_fails_its_cases_and_the_run_goes_on() -> 
 
 def test_judge_is_pure_over_an_exec_result() -> None:
     c = case("pure", reference="irrelevant")
-    v = judge(c, run_check, LocalResult(0, "thinking\n42\n\n", "", False), duration_s=1.5)
+    v = judge(
+        c, run_check, ExecResult(0, "thinking\n42\n\n", "", False, 1.0, False), duration_s=1.5
+    )
     assert v.status == "passed" and v.duration_s == 1.5 and v.answer == "42"
-    v = judge(c, run_check, LocalResult(None, "", "", True))
+    v = judge(c, run_check, ExecResult(None, "", "", True, 1.0, False))
     assert v.status == "failed" and v.timed_out
     v = judge(c, run_check, None, error="docker went away")
     assert v.status == "failed" and v.detail.startswith("sandbox error: docker went away")
@@ -282,3 +226,101 @@ def test_local_sandbox_matches_the_docker_sandbox_signatures() -> None:
         real = inspect.signature(getattr(DockerSandbox, name))
         ours = inspect.signature(getattr(LocalSandbox, name))
         assert list(real.parameters) == list(ours.parameters), name
+
+
+# ------------------------------------------------------------------ post-checks
+
+
+def _writes_total(**kw: Any) -> DeciderCase:
+    """A task that changes files: write the total into total.txt, then report it."""
+    return case(
+        kw.pop("topic", "total"),
+        reference=kw.pop("reference", "cat in.txt > total.txt; cat total.txt"),
+        post_check=kw.pop(
+            "post_check",
+            PostCheck(script='grep -qx 42 total.txt || { echo "FAIL: no total.txt"; exit 1; }'),
+        ),
+        **kw,
+    )
+
+
+def test_post_check_fails_untouched_and_passes_after_the_reference() -> None:
+    (v,) = run([_writes_total()])
+    assert v.status == "passed", v.detail
+    assert (v.post_check_untouched, v.post_check_done, v.workspace_changed) == (False, True, None)
+
+
+def test_post_check_that_passes_on_the_untouched_workspace_fails_verification() -> None:
+    (v,) = run([_writes_total(post_check=PostCheck(script="test -e in.txt"))])
+    assert v.status == "failed" and v.post_check_untouched is True
+    assert "post-check passes on the untouched workspace" in v.detail
+
+
+def test_post_check_that_fails_after_the_reference_fails_verification() -> None:
+    (v,) = run([_writes_total(reference="cat in.txt > wrong.txt; cat in.txt")])
+    assert v.status == "failed" and v.reference_ok is True and v.post_check_done is False
+    assert "post-check fails after the reference: post-check exited with 1" in v.detail
+    assert "FAIL: no total.txt" in v.detail
+
+
+def test_a_reference_that_changes_the_workspace_needs_a_post_check() -> None:
+    changes, reads = run(
+        [
+            case("changes", reference="echo 42 > out.txt; cat out.txt"),
+            case("reads", reference="python3 -c 'print(42)'; cat in.txt"),
+        ]
+    )
+    assert changes.status == "failed" and changes.workspace_changed is True
+    assert "the reference changes the workspace, so the case needs a post_check" in changes.detail
+    assert reads.status == "passed" and reads.workspace_changed is False
+
+
+def test_bytecode_caches_do_not_count_as_changes() -> None:
+    (v,) = run(
+        [
+            case(
+                "imports",
+                reference="python3 -c 'import mod; print(mod.X)'",
+                files={"mod.py": "X = 42\n"},
+            )
+        ]
+    )
+    assert v.status == "passed" and v.workspace_changed is False, v.detail
+
+
+def test_post_check_runs_on_restored_files_and_is_never_written_to_the_workspace() -> None:
+    # Each reference tampers with the checker; the post-check runs the restored original.
+    def tampering(topic: str, reference: str) -> DeciderCase:
+        return _writes_total(
+            topic=topic,
+            files={"in.txt": "42\n", "check.sh": "grep -qx 42 total.txt && echo ok\n"},
+            reference=f"echo 'echo ok' > check.sh; {reference}",
+            post_check=PostCheck(script='[ "$(bash check.sh)" = ok ]', restore=("check.sh",)),
+        )
+
+    done, words = (
+        tampering("done", "cat in.txt > total.txt; cat total.txt"),
+        tampering("words", "cat in.txt"),
+    )
+    v_done, v_words = run([done, words], jobs=1)
+    assert v_done.status == "passed", v_done.detail
+    assert v_words.status == "failed" and v_words.post_check_done is False
+    (sandbox,) = LocalSandbox.instances
+    written = "".join(text for w in sandbox.writes for text in w.values())
+    assert words.post_check is not None and words.post_check.script not in written
+    assert any(words.post_check.script in cmd for cmd in sandbox.commands)
+
+
+def test_judge_reports_post_check_evidence() -> None:
+    from contracts.decider_grading import PostCheckRun
+
+    c = _writes_total(topic="judge")
+    ok = ExecResult(0, "42\n", "", False, 1.0, False)
+    failing = PostCheckRun(exit_code=1, stdout="FAIL: nope\n", stderr="", timed_out=False)
+    passing = PostCheckRun(exit_code=0, stdout="", stderr="", timed_out=False)
+    good = judge(c, run_check, ok, work=WorkEvidence(untouched=failing, done=passing))
+    assert good.status == "passed"
+    missing = judge(c, run_check, ok, work=WorkEvidence())
+    assert missing.status == "failed"
+    assert "post-check did not run on the untouched workspace" in missing.detail
+    assert "post-check did not run after the reference" in missing.detail

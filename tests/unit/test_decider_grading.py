@@ -8,14 +8,26 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.cases import ContainsAllCheck, ExactCheck, JsonEqualCheck, RegexCheck
+from contracts.cases import (
+    ContainsAllCheck,
+    DeciderCase,
+    ExactCheck,
+    JsonEqualCheck,
+    PostCheck,
+    RegexCheck,
+)
 from contracts.decider_grading import (
+    PostCheckRun,
     extract_json,
+    grade_decider_case,
+    grade_post_check,
     json_structurally_equal,
     last_non_empty_line,
     normalize_exact,
+    post_check_command,
     run_check,
 )
+from tests.doubles import sum_numbers_case
 
 # --- exact -------------------------------------------------------------------------------
 
@@ -291,3 +303,85 @@ ALL_KINDS = [
 def test_empty_answer_never_passes(check: object, answer: str) -> None:
     result = run_check(check, answer)  # type: ignore[arg-type]
     assert not result.passed and result.detail == "empty answer"
+
+
+# --- post-checks (tasks that change files) ----------------------------------------------
+
+
+def _run(code: int | None, out: str = "", err: str = "", timed_out: bool = False) -> PostCheckRun:
+    return PostCheckRun(exit_code=code, stdout=out, stderr=err, timed_out=timed_out)
+
+
+def _case_with_post_check(**post: object) -> DeciderCase:
+    return sum_numbers_case(
+        post_check=PostCheck.model_validate({"script": "test -s data/total.txt", **post})
+    )
+
+
+@pytest.mark.parametrize(
+    ("run", "passed", "detail"),
+    [
+        (_run(0), True, "post-check passed"),
+        (_run(1, "step 1\nFAIL: shop.py still exists\n"), False, "FAIL: shop.py still exists"),
+        (_run(2, "", "Traceback\nAssertionError: nope\n"), False, "exited with 2"),
+        (_run(None, timed_out=True), False, "post-check timed out"),
+        (_run(137), False, "exited with 137"),
+    ],
+)
+def test_grade_post_check(run: PostCheckRun, passed: bool, detail: str) -> None:
+    result = grade_post_check(run)
+    assert result.passed is passed and detail in result.detail
+
+
+def test_a_case_with_a_post_check_passes_only_with_the_answer_and_the_work() -> None:
+    case = _case_with_post_check()
+    ok, failed = _run(0), _run(1, "FAIL: no data/total.txt")
+    assert grade_decider_case(case, "6", ok).passed
+    words_only = grade_decider_case(case, "6", failed)
+    assert not words_only.passed and "FAIL: no data/total.txt" in words_only.detail
+    assert not grade_decider_case(case, "7", ok).passed
+    assert not grade_decider_case(case, "6", None).passed  # a post-check that did not run
+    plain = sum_numbers_case()
+    assert grade_decider_case(plain, "6", None) == run_check(plain.check, "6")
+
+
+def test_post_check_command_is_the_script_with_strict_bash() -> None:
+    case = _case_with_post_check()
+    assert case.post_check is not None
+    command = post_check_command(case.post_check)
+    assert command.startswith("set -euo pipefail\n") and command.endswith(case.post_check.script)
+
+
+def test_post_check_restores_named_files_and_directories() -> None:
+    case = sum_numbers_case(
+        files={"data/nums.txt": "1\n", "data/more.txt": "2\n", "check.py": "print()\n"}
+    ).model_copy(update={"post_check": PostCheck(script="true", restore=("check.py", "data/"))})
+    assert case.restored_files() == {
+        "check.py": "print()\n",
+        "data/more.txt": "2\n",
+        "data/nums.txt": "1\n",
+    }
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"post_check": {"script": "true", "restore": ["nope.py"]}}, "names no workspace file"),
+        ({"post_check": {"script": "true", "restore": ["dat/"]}}, "names no workspace file"),
+        ({"post_check": {"script": ""}}, "at least 1 character"),
+        (
+            {
+                "id": "debugging-bug_fix-words-only",
+                "taskType": "debugging",
+                "subtaskType": "bug_fix",
+                "post_check": {"script": "true"},
+                "reference": None,
+            },
+            "needs workspace files and a reference",
+        ),
+    ],
+)
+def test_invalid_post_checks_are_refused(update: dict[str, object], message: str) -> None:
+    data = {**sum_numbers_case().model_dump(), **update}
+    with pytest.raises(ValueError, match=message):
+        DeciderCase.model_validate(data)
