@@ -36,7 +36,7 @@ from infra.provider.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from infra.provider.pricing import PriceTable
+from infra.provider.pricing import PriceTable, reported_cost
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -358,15 +358,8 @@ class ProviderClient:
         output_tokens = _int(usage.get("completion_tokens"))
         raw_model = data.get("model")
         answered_by = raw_model if isinstance(raw_model, str) and raw_model else model
-        reported = usage.get("cost")
-        cost: float | None
-        if (
-            isinstance(reported, int | float)
-            and not isinstance(reported, bool)
-            and (math.isfinite(reported) and reported >= 0)
-        ):
-            cost = float(reported)
-        else:
+        cost = reported_cost(usage)
+        if cost is None:
             cost = self.price_table.cost(model, input_tokens, output_tokens)
             if cost is None and answered_by != model:
                 cost = self.price_table.cost(answered_by, input_tokens, output_tokens)

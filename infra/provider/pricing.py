@@ -8,6 +8,7 @@ File format (YAML), prices in USD per million tokens:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def token_cost(
 ) -> float:
     """The one cost formula shared by the client's fallback and the simulated provider."""
     return round((input_tokens * input_per_mtok + output_tokens * output_per_mtok) / 1e6, 12)
+
+
+def reported_cost(usage: Mapping[str, object]) -> float | None:
+    """`usage.cost` when the endpoint reports a usable one (finite, >= 0), else None."""
+    value = usage.get("cost")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value >= 0:
+            return float(value)
+    return None
 
 
 class PriceTable:
