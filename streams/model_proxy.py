@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Iterable
@@ -39,7 +38,7 @@ import orjson
 from aiohttp import web
 from pydantic import SecretStr
 
-from infra.provider.pricing import PriceTable
+from infra.provider.pricing import PriceTable, reported_cost
 from streams.sandbox import redact
 
 log = logging.getLogger(__name__)
@@ -374,15 +373,8 @@ class ModelProxy:
         finish: str | None,
     ) -> None:
         prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-        reported = usage.get("cost")
-        cost: float | None
-        if (
-            isinstance(reported, int | float)
-            and not isinstance(reported, bool)
-            and (math.isfinite(reported) and reported >= 0)
-        ):
-            cost = float(reported)
-        else:
+        cost = reported_cost(usage)
+        if cost is None:
             cost = self.price_table.cost(self.model, prompt, completion)
         self._record(
             meter,

@@ -38,10 +38,9 @@ def token_cost(
 def reported_cost(usage: Mapping[str, object]) -> float | None:
     """`usage.cost` when the endpoint reports a usable one (finite, >= 0), else None."""
     value = usage.get("cost")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if math.isfinite(value) and value >= 0:
-            return float(value)
-    return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 class PriceTable:
