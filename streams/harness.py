@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 from contracts.cases import DeciderCase
+from contracts.config import HarnessName
 from infra.provider.errors import ProviderTimeout
 from infra.provider.protocol import ChatProvider, ToolCallView
 from streams.sandbox import Sandbox, SandboxError, redact
@@ -28,8 +29,6 @@ StopReason = Literal["final", "empty", "max_steps", "timeout", "error"]
 """final: the model answered with text; empty: it answered without text (after the retry);
 max_steps: the step budget ran out mid-work; timeout: the case's wall-clock ran out (or the
 provider died); error: an agent CLI ended with an error of its own."""
-
-HarnessName = Literal["builtin", "kilo", "mini-swe-agent"]
 
 
 # ------------------------------------------------------------------ harness protocol

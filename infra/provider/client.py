@@ -81,6 +81,18 @@ class ChatResult(BaseModel):
     """The assistant message to append to the conversation for the next turn."""
 
 
+def credential_key(settings: Settings, credential: str | None) -> SecretStr:
+    """The key of a named credential (a config's benchmarkIdentity), or the default key."""
+    if credential is None:
+        return settings.provider_api_key
+    try:
+        return settings.provider_credentials[credential]
+    except KeyError:
+        raise ProviderAuthError(
+            f"no provider credential named {credential!r} in settings"
+        ) from None
+
+
 class ProviderClient:
     """Async client of an OpenAI-compatible `/chat/completions` endpoint."""
 
@@ -125,15 +137,7 @@ class ProviderClient:
         `credential` names an entry of `settings.provider_credentials` (a config's
         benchmarkIdentity); None uses `settings.provider_api_key`.
         """
-        if credential is None:
-            key = settings.provider_api_key
-        else:
-            try:
-                key = settings.provider_credentials[credential]
-            except KeyError:
-                raise ProviderAuthError(
-                    f"no provider credential named {credential!r} in settings"
-                ) from None
+        key = credential_key(settings, credential)
         price_table = (
             PriceTable.load(settings.price_table_file) if settings.price_table_file else None
         )
