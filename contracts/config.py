@@ -10,6 +10,10 @@ from contracts.taxonomy import ReasoningEffort
 
 Acceptance = Literal["point", "lower_bound"]
 RunKind = Literal["classifier", "decider"]
+HarnessName = Literal["builtin", "kilo", "mini-swe-agent"]
+"""Who drives a decider case: the built-in tool loop in the worker, or a real agent CLI
+(the Kilo CLI, mini-swe-agent) inside the job's container. Part of what a run measures."""
+HARNESSES: tuple[HarnessName, ...] = ("builtin", "kilo", "mini-swe-agent")
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9._:\-]+)+$"
 
@@ -48,6 +52,9 @@ class BenchmarkConfig(BaseModel):
     """Optional p95 latency budget for the classifier winner; null means no constraint."""
     acceptance: Acceptance = "point"
     """`point`: accuracy >= minAccuracy; `lower_bound`: its Wilson lower bound must clear it."""
+    deciderHarness: HarnessName = "builtin"
+    """The agent harness decider cases run through; results measured through another
+    harness are another measurement (never carried across harnesses)."""
     benchmarkIdentity: str | None = Field(
         default=None, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$"
     )

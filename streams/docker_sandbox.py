@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import tarfile
 import time
@@ -43,7 +44,9 @@ from streams.sandbox import ExecResult, SandboxError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE = "provenroute/runner:latest"
+DEFAULT_IMAGE = os.environ.get("PROVENROUTE_DOCKER_IMAGE") or "provenroute/runner:latest"
+"""Settings' `docker_image` reads the same variable: tests and benches that build or start
+the image directly honour a private tag too."""
 DEFAULT_BASE_IMAGE = "provenroute/base:bookworm"
 IMAGE_HASH_LABEL = "provenroute.image.hash"
 CONTAINER_CONTEXT = Path(__file__).resolve().parent.parent / "container"
@@ -51,6 +54,7 @@ RUNNER = "/opt/provenroute/runner.py"
 WORKSPACE = "/workspace"
 RUNNER_USER = "10001:10001"
 RUNNER_UID = 10001
+MODEL_SOCKET_MOUNT = "/run/provenroute"
 DEFAULT_GRACE_S = 2.0
 DEFAULT_MAX_OUTPUT = 64 * 1024
 INLINE_PAYLOAD_MAX = 64 * 1024
@@ -96,6 +100,7 @@ class DockerSandbox:
         max_output: int = DEFAULT_MAX_OUTPUT,
         max_lifetime_s: float = 4 * 3600.0,
         warmup: bool = True,
+        model_socket_dir: Path | None = None,
     ) -> None:
         self.job_key = job_key
         self.name = container_name(job_key)
@@ -114,6 +119,9 @@ class DockerSandbox:
             LABEL_JOB: job_key,
         }
         self.warmup_enabled = warmup
+        self.model_socket_dir = model_socket_dir
+        """Host directory of the job's model-proxy socket, bind-mounted read-only at
+        MODEL_SOCKET_MOUNT (agent-CLI harnesses): the container's only way out."""
         self.warmup_info: dict[str, Any] | None = None
         self.start_ms: float | None = None
         """Wall-clock of create + start + warm-up, for diagnostics and the benchmark."""
@@ -330,6 +338,10 @@ class DockerSandbox:
             auto_remove=True,  # an orphan that outlives max_lifetime_s removes itself
             detach=True,
         )
+        if self.model_socket_dir is not None:
+            kwargs["volumes"] = {
+                str(self.model_socket_dir): {"bind": MODEL_SOCKET_MOUNT, "mode": "ro"}
+            }
         try:
             try:
                 container = client.containers.create(self.image, **kwargs)
@@ -437,9 +449,15 @@ def _remove_leftovers_at_exit() -> None:
 # -------------------------------------------------------------------- image
 
 
+def image_inputs(context: Path = CONTAINER_CONTEXT) -> list[Path]:
+    """The files whose content decides the image (`container/image-inputs.txt`)."""
+    lines = (context / "image-inputs.txt").read_text(encoding="utf-8").splitlines()
+    return [context / ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
 def image_input_hash(base_image_id: str, context: Path = CONTAINER_CONTEXT) -> str:
     """The value `mk/image.mk` puts in the image's provenroute.image.hash label."""
-    files = (context / "Dockerfile").read_bytes() + (context / "runner.py").read_bytes()
+    files = b"".join(p.read_bytes() for p in image_inputs(context))
     files_sha = hashlib.sha256(files).hexdigest()
     return hashlib.sha256(f"{files_sha}\n{base_image_id}\n".encode()).hexdigest()
 
@@ -467,6 +485,11 @@ def ensure_image(
         have = None
     if have == want:
         return False
+    if (
+        not (context / "vendor" / "kilo" / ".done").exists()
+        or not (context / "vendor" / "wheels" / ".done").exists()
+    ):
+        raise SandboxError("the agent CLIs are not fetched: run `make image-vendor` first")
     log.info("building %s from %s", image, base_image)
     client.images.build(
         path=str(context),

@@ -18,15 +18,17 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 from contracts.cases import DeciderCase
+from contracts.config import HarnessName
 from infra.provider.errors import ProviderTimeout
 from infra.provider.protocol import ChatProvider, ToolCallView
 from streams.sandbox import RESET_WORKSPACE, Sandbox, SandboxError, redact
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["final", "empty", "max_steps", "timeout"]
+StopReason = Literal["final", "empty", "max_steps", "timeout", "error"]
 """final: the model answered with text; empty: it answered without text (after the retry);
-max_steps: the step budget ran out mid-work; timeout: the case's wall-clock ran out."""
+max_steps: the step budget ran out mid-work; timeout: the case's wall-clock ran out (or the
+provider died); error: an agent CLI ended with an error of its own."""
 
 
 # ------------------------------------------------------------------ harness protocol
@@ -62,6 +64,13 @@ class HarnessResult:
     writes); `tool_wall_ms - tool_exec_ms` is the sandbox transport cost."""
     reset_ms: float = 0.0
     """Host wall-clock of the workspace resets (one per attempt)."""
+    harness: HarnessName = "builtin"
+    cli_ms: float = 0.0
+    """Agent CLIs: wall-clock of the CLI processes in the container (all attempts)."""
+    proxy_calls: tuple[dict[str, Any], ...] = ()
+    """Agent CLIs: every call the model proxy saw (`ProxyCall.to_dict()`), in order."""
+    cli_runs: tuple[dict[str, Any], ...] = ()
+    """Agent CLIs: what each CLI run printed (event stream, redacted stderr, exit)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +78,7 @@ class HarnessResult:
     def diagnostics(self, value_max: int = 500) -> dict[str, str]:
         """Short facts for a graded case's `diagnostics` (each value at most `value_max`)."""
         return {
-            "harness": "builtin",
+            "harness": self.harness,
             "stop_reason": self.stop_reason,
             "steps": str(self.steps),
             "attempts": str(self.attempts),
@@ -419,15 +428,7 @@ class BuiltinHarness:
             return self._cap(f"error: {e}")
 
     async def _fresh_workspace(self, sandbox: Sandbox, files: Mapping[str, str]) -> None:
-        reset = getattr(sandbox, "reset_workspace", None)
-        if reset is not None:  # one call where the sandbox offers it (DockerSandbox)
-            await reset(files)
-            return
-        res = await sandbox.exec(RESET_WORKSPACE, timeout_s=30)
-        if res.exit_code != 0:
-            raise SandboxError(f"could not reset the workspace: {res.stderr[-300:]}")
-        if files:
-            await sandbox.write_files(files)
+        await fresh_workspace(sandbox, files)
 
     # ------------------------------------------------------------------ text hygiene
 
@@ -443,6 +444,19 @@ class BuiltinHarness:
 
     def _tail(self, tail: Iterable[str]) -> str:
         return self._clean("\n".join(tail))[-self.transcript_chars :]
+
+
+async def fresh_workspace(sandbox: Sandbox, files: Mapping[str, str]) -> None:
+    """An empty workspace holding only `files` (a case's setup, before each attempt)."""
+    reset = getattr(sandbox, "reset_workspace", None)
+    if reset is not None:  # one call where the sandbox offers it (DockerSandbox)
+        await reset(files)
+        return
+    res = await sandbox.exec(RESET_WORKSPACE, timeout_s=30)
+    if res.exit_code != 0:
+        raise SandboxError(f"could not reset the workspace: {res.stderr[-300:]}")
+    if files:
+        await sandbox.write_files(files)
 
 
 def _arg(args: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> str:

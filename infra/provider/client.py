@@ -36,7 +36,7 @@ from infra.provider.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from infra.provider.pricing import PriceTable
+from infra.provider.pricing import PriceTable, reported_cost
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -79,6 +79,18 @@ class ChatResult(BaseModel):
     finish_reason: str | None
     assistant_message: dict[str, Any]
     """The assistant message to append to the conversation for the next turn."""
+
+
+def credential_key(settings: Settings, credential: str | None) -> SecretStr:
+    """The key of a named credential (a config's benchmarkIdentity), or the default key."""
+    if credential is None:
+        return settings.provider_api_key
+    try:
+        return settings.provider_credentials[credential]
+    except KeyError:
+        raise ProviderAuthError(
+            f"no provider credential named {credential!r} in settings"
+        ) from None
 
 
 class ProviderClient:
@@ -125,15 +137,7 @@ class ProviderClient:
         `credential` names an entry of `settings.provider_credentials` (a config's
         benchmarkIdentity); None uses `settings.provider_api_key`.
         """
-        if credential is None:
-            key = settings.provider_api_key
-        else:
-            try:
-                key = settings.provider_credentials[credential]
-            except KeyError:
-                raise ProviderAuthError(
-                    f"no provider credential named {credential!r} in settings"
-                ) from None
+        key = credential_key(settings, credential)
         price_table = (
             PriceTable.load(settings.price_table_file) if settings.price_table_file else None
         )
@@ -358,15 +362,8 @@ class ProviderClient:
         output_tokens = _int(usage.get("completion_tokens"))
         raw_model = data.get("model")
         answered_by = raw_model if isinstance(raw_model, str) and raw_model else model
-        reported = usage.get("cost")
-        cost: float | None
-        if (
-            isinstance(reported, int | float)
-            and not isinstance(reported, bool)
-            and (math.isfinite(reported) and reported >= 0)
-        ):
-            cost = float(reported)
-        else:
+        cost = reported_cost(usage)
+        if cost is None:
             cost = self.price_table.cost(model, input_tokens, output_tokens)
             if cost is None and answered_by != model:
                 cost = self.price_table.cost(answered_by, input_tokens, output_tokens)

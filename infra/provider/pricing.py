@@ -8,6 +8,7 @@ File format (YAML), prices in USD per million tokens:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def token_cost(
 ) -> float:
     """The one cost formula shared by the client's fallback and the simulated provider."""
     return round((input_tokens * input_per_mtok + output_tokens * output_per_mtok) / 1e6, 12)
+
+
+def reported_cost(usage: Mapping[str, object]) -> float | None:
+    """`usage.cost` when the endpoint reports a usable one (finite, >= 0), else None."""
+    value = usage.get("cost")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 class PriceTable:
