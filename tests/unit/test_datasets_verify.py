@@ -18,7 +18,6 @@ from contracts.cases import (
     RegexCheck,
 )
 from contracts.decider_grading import run_check
-from contracts.sandbox import RESET_WORKSPACE
 from datasets.verify import (
     CaseVerdict,
     WorkEvidence,
