@@ -112,6 +112,12 @@ def decide_model(
     always the current table's (the admin may have re-pinned it since the session began).
     """
     del classification  # see the docstring: informational for this step
+    return pick_model(table, tier, incumbent)
+
+
+def pick_model(table: RoutingTable | None, tier: Tier, incumbent: SessionState | None) -> Decision:
+    """The engine's pick from the tier and the incumbent alone (what-if replay calls it on
+    logged decisions, which carry the tier but not the whole classification)."""
     if table is None:
         return Decision(
             model=None, reasoning_effort=None, tier=tier, null_reason="no_routing_table"
@@ -147,9 +153,16 @@ def next_session_state(
     ``prev`` unchanged (same trust rule as the classification cache). Otherwise the served
     model becomes the incumbent.
     """
+    return session_after(prev, decision, fallback=classification.fallback)
+
+
+def session_after(
+    prev: SessionState | None, decision: Decision, *, fallback: bool
+) -> SessionState | None:
+    """:func:`next_session_state` given only whether the classification was a fallback."""
     if decision.model is None or decision.reasoning_effort is None:
         return prev
-    if classification.fallback:
+    if fallback:
         return prev
     if decision.table_version is None:  # a non-null decision always names its table
         return prev
