@@ -27,6 +27,7 @@ from api.routes import (
 from api.routes.decide import FastDecide
 from api.runtime import Runtime
 from api.ui import routes as ui_routes
+from api.ui import whatif_page
 from infra.settings import Settings
 
 
@@ -181,4 +182,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     ):
         app.include_router(module.router)
     app.include_router(ui_routes.router)
+    app.include_router(whatif_page.router)
     return app

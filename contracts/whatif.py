@@ -15,8 +15,9 @@ the table does not list (or a null decision) has no measured figure and counts a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
@@ -113,10 +114,11 @@ class WhatIfReport(BaseModel):
 
 @dataclass
 class _Tally:
-    spend: float = 0.0
-    priced: int = 0
-    accuracy: float = 0.0
-    lower_bound: float = 0.0
+    # Measured figures are kept per decision and summed with fsum (exactly rounded), so the
+    # report does not depend on the order conversations are read in (partitions interleave).
+    costs: list[float] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+    lower_bounds: list[float] = field(default_factory=list)
     sticky: int = 0
     switches: int = 0
     null: int = 0
@@ -128,24 +130,30 @@ class _Tally:
         elif measured is None:
             self.unpriced_served += 1
         else:
-            self.priced += 1
-            self.spend += measured.avgCostUsd
-            self.accuracy += measured.accuracy
-            self.lower_bound += measured.accuracyLowerBound
+            self.costs.append(measured.avgCostUsd)
+            self.accuracies.append(measured.accuracy)
+            self.lower_bounds.append(measured.accuracyLowerBound)
         if sticky:
             self.sticky += 1
 
     def merged(self, other: _Tally) -> _Tally:
         return _Tally(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+            costs=self.costs + other.costs,
+            accuracies=self.accuracies + other.accuracies,
+            lower_bounds=self.lower_bounds + other.lower_bounds,
+            sticky=self.sticky + other.sticky,
+            switches=self.switches + other.switches,
+            null=self.null + other.null,
+            unpriced_served=self.unpriced_served + other.unpriced_served,
         )
 
     def figures(self) -> SideFigures:
+        priced = len(self.costs)
         return SideFigures(
-            spend_usd=self.spend,
-            priced=self.priced,
-            expected_accuracy=self.accuracy / self.priced if self.priced else None,
-            expected_accuracy_lower_bound=self.lower_bound / self.priced if self.priced else None,
+            spend_usd=math.fsum(self.costs),
+            priced=priced,
+            expected_accuracy=math.fsum(self.accuracies) / priced if priced else None,
+            expected_accuracy_lower_bound=math.fsum(self.lower_bounds) / priced if priced else None,
             sticky=self.sticky,
             switches=self.switches,
             null=self.null,

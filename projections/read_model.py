@@ -131,6 +131,26 @@ def table_of(head: dict[str, Any], candidates: Sequence[dict[str, Any]]) -> Rout
     )
 
 
+def config_of(
+    head: dict[str, Any], classifiers: Sequence[dict[str, Any]], deciders: Sequence[dict[str, Any]]
+) -> BenchmarkConfig:
+    """A config from a benchmark_configs (or runs snapshot) row and its model rows."""
+    return BenchmarkConfig(
+        classifierModels=tuple(r["model"] for r in classifiers),
+        deciderModels=tuple(
+            DeciderModel(model=r["model"], reasoningEffort=r["reasoning_effort"]) for r in deciders
+        ),
+        minAccuracy=head["min_accuracy"],
+        switchCostFactor=head["switch_cost_factor"],
+        maxConcurrency=head["max_concurrency"],
+        classifierRepetitions=head["classifier_repetitions"],
+        deciderRepetitions=head["decider_repetitions"],
+        classifierMaxP95LatencyMs=head["classifier_max_p95_latency_ms"],
+        acceptance=head["acceptance"],
+        benchmarkIdentity=head["benchmark_identity"],
+    )
+
+
 def _winner(row: dict[str, Any] | None) -> ClassifierWinner | None:
     if row is None:
         return None
@@ -317,22 +337,7 @@ class PostgresReadModel:
             " where config_id = %s order by position",
             (cid,),
         )
-        config = BenchmarkConfig(
-            classifierModels=tuple(r["model"] for r in classifiers),
-            deciderModels=tuple(
-                DeciderModel(model=r["model"], reasoningEffort=r["reasoning_effort"])
-                for r in deciders
-            ),
-            minAccuracy=head["min_accuracy"],
-            switchCostFactor=head["switch_cost_factor"],
-            maxConcurrency=head["max_concurrency"],
-            classifierRepetitions=head["classifier_repetitions"],
-            deciderRepetitions=head["decider_repetitions"],
-            classifierMaxP95LatencyMs=head["classifier_max_p95_latency_ms"],
-            acceptance=head["acceptance"],
-            benchmarkIdentity=head["benchmark_identity"],
-        )
-        return SavedConfig(cid, _iso(head["saved_at"]), config)
+        return SavedConfig(cid, _iso(head["saved_at"]), config_of(head, classifiers, deciders))
 
     async def runs(self, limit: int) -> list[dict[str, Any]]:
         rows = await self._all(

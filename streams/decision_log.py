@@ -7,6 +7,8 @@ the order they were served; each partition is read from the first offset at or a
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -26,7 +28,9 @@ async def read_decisions(
     Undecodable records are skipped (the projector records them as projection errors).
     """
     topic = settings.topic(DECISIONS.name)
+    # Subscribing without a group assigns every partition (and loads the topic's metadata).
     consumer = AIOKafkaConsumer(
+        topic,
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         group_id=None,
@@ -34,12 +38,12 @@ async def read_decisions(
     )
     await consumer.start()
     try:
-        await consumer.topics()  # a fresh client knows no topic metadata yet
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return
-        consumer.assign(tps)
+        deadline = time.monotonic() + 30
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no partitions of {topic} assigned")
+            await asyncio.sleep(0.05)
+        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.offsets_for_times({tp: _ms(since) for tp in tps})
         until_ms = _ms(until) if until is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import datasets, demo, projections, runs, serve, services, sim
+from api.cli import datasets, demo, projections, runs, serve, services, sim, whatif
 
 app = typer.Typer(
     name="provenroute",
@@ -20,6 +20,7 @@ app.add_typer(datasets.app, name="datasets")
 app.command("sim-provider")(sim.sim_provider)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+app.command("whatif")(whatif.whatif_cmd)
 projections.register(app)
 
 

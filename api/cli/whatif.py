@@ -20,13 +20,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts.config import Acceptance
-from contracts.routing_builder import PublishSkipped
-from contracts.routing_table import RoutingTable
-from contracts.whatif import TOTAL, ServedDecision, WhatIfReport, replay, report_records
+from api.whatif_report import WhatIfError, build_report
+from contracts.whatif import TOTAL, WhatIfReport, report_records
 from infra.settings import Settings
-from projections.read_model import PostgresReadModel, open_read_model
-from streams.decision_log import read_decisions
 
 
 class Format(StrEnum):
@@ -41,86 +37,12 @@ class AcceptanceOpt(StrEnum):
     lower_bound = "lower_bound"
 
 
-class WhatIfError(Exception):
-    """A what-if request that cannot be answered (unknown table or run, nothing to build)."""
-
-
 def parse_moment(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as e:
         raise typer.BadParameter(f"not an ISO-8601 timestamp: {value!r}") from e
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-async def candidate_table(
-    model: PostgresReadModel,
-    *,
-    table: str | None,
-    run: str | None,
-    min_accuracy: float | None,
-    acceptance: Acceptance | None,
-    switch_cost_factor: float | None,
-) -> RoutingTable:
-    """A past table by version, or one rebuilt from a run's summaries with other settings."""
-    if table is not None:
-        found = await model.resolve_table(table)
-        if found is None:
-            raise WhatIfError(f"no routing table {table!r} in the projection")
-        return found
-    assert run is not None
-    built = await model.rebuild_table(
-        run,
-        min_accuracy=min_accuracy,
-        acceptance=acceptance,
-        switch_cost_factor=switch_cost_factor,
-    )
-    if built is None:
-        raise WhatIfError(f"no decider run {run!r} with summaries in the projection")
-    if isinstance(built, PublishSkipped):
-        raise WhatIfError(f"run {run} gives no table under these settings: {built.reason}")
-    return built
-
-
-async def build_report(
-    settings: Settings,
-    *,
-    since: datetime,
-    until: datetime | None,
-    table: str | None = None,
-    run: str | None = None,
-    min_accuracy: float | None = None,
-    acceptance: Acceptance | None = None,
-    switch_cost_factor: float | None = None,
-) -> WhatIfReport:
-    async with open_read_model(settings.database_url, settings.db_schema, app="whatif") as rm:
-        candidate = await candidate_table(
-            rm,
-            table=table,
-            run=run,
-            min_accuracy=min_accuracy,
-            acceptance=acceptance,
-            switch_cost_factor=switch_cost_factor,
-        )
-        served: list[ServedDecision] = []
-        async for d in read_decisions(settings, since, until):
-            served.append(
-                ServedDecision(
-                    conversation_id=d.conversation_id,
-                    tier=d.tier,
-                    model=d.model,
-                    reasoning_effort=d.reasoning_effort,
-                    sticky=d.sticky,
-                    classification_fallback=d.classification_fallback,
-                    table_version=d.table_version,
-                )
-            )
-        tables: dict[str, RoutingTable] = {}
-        for version in sorted({d.table_version for d in served if d.table_version}):
-            found = await rm.routing_table(version)
-            if found is not None:
-                tables[version] = found
-    return replay(served, candidate, tables)
 
 
 def whatif_cmd(
@@ -130,7 +52,7 @@ def whatif_cmd(
     ] = None,
     table: Annotated[
         str | None,
-        typer.Option(help="Candidate: a published table (version, 'latest' or a prefix)."),
+        typer.Option(help="Candidate: a published table (version, 'latest', or a moment)."),
     ] = None,
     run: Annotated[
         str | None, typer.Option(help="Candidate: rebuilt from this decider run's summaries.")

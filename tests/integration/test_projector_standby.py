@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from projections.queries import compare_schemas
 
 from bench.synthetic import LogBuilder, produce
 from contracts.events import CaseGraded
 from infra.settings import Settings
 from projections.db import connect
 from projections.projector import project_once, projector_lock_name
-from projections.queries import compare_schemas
 from projections.replay import drop_schema
 
 pytestmark = pytest.mark.timeout(240)
