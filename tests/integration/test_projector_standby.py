@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from projections.queries import compare_schemas
+from projections.export import compare_schemas
 
 from bench.synthetic import LogBuilder, produce
 from contracts.events import CaseGraded
