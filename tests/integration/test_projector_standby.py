@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from projections.export import compare_schemas
 
 from bench.synthetic import LogBuilder, produce
 from contracts.events import CaseGraded
 from infra.settings import Settings
 from projections.db import connect
+from projections.export import compare_schemas
 from projections.projector import project_once, projector_lock_name
 from projections.replay import drop_schema
 
