@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contracts.local_classifier import is_local
 from contracts.taxonomy import ReasoningEffort
 
 Acceptance = Literal["point", "lower_bound"]
@@ -90,6 +91,8 @@ class BenchmarkConfig(BaseModel):
         ids = [d.model for d in self.deciderModels]
         if len(set(ids)) != len(ids):
             raise ValueError("deciderModels: duplicate model")
+        if any(is_local(m) for m in ids):
+            raise ValueError("deciderModels: local classifiers cannot be decider models")
         return self
 
     def reasoning_effort_of(self, model: str) -> ReasoningEffort | None:

@@ -10,6 +10,7 @@ timeouts are the ones /decide would have had.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -21,7 +22,9 @@ from contracts.classifier_prompt import (
     render_conversation,
 )
 from contracts.conversation import MessageLike
-from infra.provider.errors import ProviderError, ProviderTimeout
+from contracts.local_classifier import is_local
+from infra.local_classifiers import UnknownLocalClassifier, local_classifier
+from infra.provider.errors import ProviderBadResponse, ProviderError, ProviderTimeout
 from infra.provider.protocol import ChatProvider
 
 EMPTY_ANSWER_RETRIES: Final = 1
@@ -72,6 +75,8 @@ async def call_classifier(
     `rendered` is `render_conversation(messages)` when the caller already has it. Never
     raises for the provider: timeouts and provider errors come back in the result.
     """
+    if is_local(model):
+        return _classify_locally(model, messages)
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + timeout_s
@@ -114,4 +119,26 @@ async def call_classifier(
         latency_ms=latency_ms,
         timed_out=timed_out,
         error=error,
+    )
+
+
+def _classify_locally(model: str, messages: Sequence[MessageLike]) -> ClassifierCall:
+    """A local classifier answers in-process: no provider, cost 0, its own latency.
+
+    It runs on the event loop: a local classifier is a fast pure function (the keyword
+    heuristic takes well under a millisecond), and a thread hop would cost more than it.
+    """
+    started = time.perf_counter()
+    try:
+        classification = local_classifier(model).classify(messages)
+    except UnknownLocalClassifier as e:
+        return ClassifierCall(None, "", None, 0, 0.0, False, ProviderBadResponse(str(e)))
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    return ClassifierCall(
+        classification=classification,
+        text="",
+        cost_usd=0.0,
+        attempts=1,
+        latency_ms=latency_ms,
+        timed_out=False,
     )
