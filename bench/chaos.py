@@ -75,7 +75,7 @@ from contracts.events import (
     RunCompleted,
 )
 from infra.processes import ChildProcess, cli, start_sim_provider
-from infra.settings import Settings
+from infra.settings import Settings, assume_dev
 from streams.event_log import EventReader, post_command
 from streams.kafka_admin import ensure_topics
 from streams.topics import DECISIONS, EVENTS
@@ -930,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    assume_dev()
     base = Settings()
     rss = RssSampler()
     print(

@@ -276,7 +276,7 @@ async def main() -> None:
     import psycopg
 
     from infra.processes import ChildProcess, free_port, start_serve
-    from infra.settings import Settings
+    from infra.settings import Settings, assume_dev
     from streams.kafka_admin import ensure_topics
     from tests.integration.test_decide_support import (
         candidate,
@@ -286,6 +286,7 @@ async def main() -> None:
         table_published,
     )
 
+    assume_dev()
     base = Settings()
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     schema = f"bench_{uuid.uuid4().hex[:8]}"

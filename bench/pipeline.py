@@ -59,7 +59,7 @@ from contracts.envelope import EventBase
 from contracts.events import CaseGraded, CommandAccepted, CommandRejected, RunCompleted
 from infra.clock import utc_now
 from infra.processes import ChildProcess, child_env, peak_rss_mb, start_sim_provider, start_worker
-from infra.settings import Settings
+from infra.settings import Settings, assume_dev
 from simulator.fleet import load_fleet
 from streams.event_log import EventReader, new_command_id, post_command
 from streams.kafka_admin import ensure_topics
@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         benchmarkIdentity="sim-benchmark",
     )
     prefix = f"bench{uuid.uuid4().hex[:8]}."
+    assume_dev()
     settings = Settings(topic_prefix=prefix)
     asyncio.run(ensure_topics(settings.kafka_bootstrap, prefix))
     workdir = Path(tempfile.mkdtemp(prefix="provenroute-bench-pipeline-"))

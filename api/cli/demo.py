@@ -29,7 +29,7 @@ from infra.processes import (
     start_sim_provider,
     start_worker,
 )
-from infra.settings import PROJECT_ROOT, Settings
+from infra.settings import PROJECT_ROOT, Settings, assume_dev
 from streams.kafka_admin import ensure_topics
 
 EXAMPLE_CONFIG = PROJECT_ROOT / "examples" / "benchmark-config.yaml"
@@ -50,6 +50,7 @@ def demo(
     force: bool = typer.Option(False, help="Re-run every model even if it has results."),
 ) -> None:
     """Run the benchmark-and-publish story end to end on the SIMULATED fleet."""
+    assume_dev()
     settings = Settings()
     console.rule("[bold]provenroute demo[/] (models are SIMULATED)")
     with contextlib.suppress(Exception):  # a broker that is down is reported just below
