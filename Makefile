@@ -6,6 +6,8 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
+# Every target here runs the local development stack (placeholder secrets allowed).
+export PROVENROUTE_ENV ?= dev
 
 .PHONY: help install services-up services-down services-status test test-unit lint demo image clean-state
 

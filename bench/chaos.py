@@ -48,19 +48,15 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.chaos_support import (
-    Child,
     PgProxy,
     PrivateKafka,
     RssSampler,
     Tail,
-    cli,
-    free_port,
     run_async,
     wait_until,
 )
@@ -78,7 +74,8 @@ from contracts.events import (
     ModelSummarized,
     RunCompleted,
 )
-from infra.settings import Settings
+from infra.processes import ChildProcess, cli, start_sim_provider
+from infra.settings import Settings, assume_dev
 from streams.event_log import EventReader, post_command
 from streams.kafka_admin import ensure_topics
 from streams.topics import DECISIONS, EVENTS
@@ -282,8 +279,8 @@ class Scenario:
         self.prefix = f"chaos-{short}-{uuid.uuid4().hex[:8]}."
         self.dir = session.workdir / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.workers: list[Child] = []
-        self.children: list[Child] = []
+        self.workers: list[ChildProcess] = []
+        self.children: list[ChildProcess] = []
         self._tail: Tail | None = None
         self.settings: Settings = session.base
         self.run_id = ""
@@ -329,7 +326,7 @@ class Scenario:
 
     def teardown(self) -> None:
         for c in self.children:
-            c.close()
+            c.stop()
             if c.peak_rss_kb:
                 self.out.rss_mb[c.name] = c.peak_rss_mb
         for fn in reversed(self.cleanups):
@@ -353,12 +350,12 @@ class Scenario:
             "BROKER_HEARTBEAT_INTERVAL": "1",
         }
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        child = self.s.rss.add(Child(name, argv, env or self.env(), self.dir))
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ChildProcess:
+        child = self.s.rss.add(ChildProcess(name, argv, env or self.env(), self.dir))
         self.children.append(child)
         return child
 
-    def start_worker(self) -> Child:
+    def start_worker(self) -> ChildProcess:
         w = self.spawn(f"worker-{len(self.workers)}", cli("worker", "--loglevel", "info"))
         self.workers.append(w)
         return w
@@ -809,22 +806,11 @@ CLASSES: dict[str, type[Scenario]] = {
 
 
 # --------------------------------------------------------------------------- main
-def start_sim(workdir: Path, scale: float, rss: RssSampler) -> tuple[Child, str]:
+def start_sim(workdir: Path, scale: float, rss: RssSampler) -> tuple[ChildProcess, str]:
     import os
 
-    port = free_port()
-    env = {**os.environ, "PROVENROUTE_SIM_LATENCY_SCALE": str(scale)}
-    sim = rss.add(Child("sim", cli("sim-provider", "--port", str(port)), env, workdir))
-    url = f"http://127.0.0.1:{port}/v1"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/models", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, 60, "simulated provider", alive=sim.alive)
-    return sim, url
+    sim, url = start_sim_provider(workdir, os.environ, latency_scale=scale, name="sim")
+    return rss.add(sim), url
 
 
 def code_version() -> str:
@@ -944,13 +930,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    assume_dev()
     base = Settings()
     rss = RssSampler()
     print(
         f"chaos: scenarios {', '.join(chosen)}; logs in {workdir}; code {code_version()}",
         flush=True,
     )
-    sim: Child | None = None
+    sim: ChildProcess | None = None
     outcomes: list[Outcome] = []
     # SIGTERM becomes KeyboardInterrupt so the clean-up below runs.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -975,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: cleaning up", flush=True)
     finally:
         if sim is not None:
-            sim.close()
+            sim.stop()
         rss.close()
     print_table(outcomes, args)
     ok = len(outcomes) == 1 + len(chosen) * args.repeat and all(o.ok for o in outcomes)

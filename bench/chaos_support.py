@@ -1,6 +1,6 @@
-"""Plumbing for bench/chaos.py: child processes with peak-RSS sampling, a PRIVATE Kafka broker
-started from the shared jars, a cuttable TCP proxy in front of Postgres, and a resilient
-tail of a prefix's events topic.
+"""Plumbing for bench/chaos.py: peak-RSS sampling of its children (started with
+`infra.processes`), a PRIVATE Kafka broker started from the shared jars, a cuttable TCP
+proxy in front of Postgres, and a resilient tail of a prefix's events topic.
 
 Nothing here touches the shared broker's process, the shared Postgres server or dockerd:
 everything is started by the chaos run itself and torn down by it.
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +24,7 @@ from typing import Any, TypeVar
 
 from contracts.envelope import EventBase
 from contracts.events import CaseGraded, RunCompleted
+from infra.processes import ChildProcess, free_port, peak_rss_mb
 from infra.settings import PROJECT_ROOT, Settings
 from streams.event_log import EventReader
 
@@ -41,127 +39,17 @@ def run_async(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(preferred: int | None = None) -> int:
-    if preferred is not None and port_free(preferred):
-        return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "api.cli", *args]
-
-
-# --------------------------------------------------------------------------- processes
-def _status_kb(pid: int, field_name: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-class Child:
-    """A child process in its own session (process group), output to a log file.
-
-    Its peak RSS is the kernel's high-water mark (VmHWM), sampled until it exits."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.name = name
-        self.log_path = cwd / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in close()
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.peak_rss_kb = 0
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def sample(self) -> None:
-        if self.alive():
-            hwm = _status_kb(self.pid, "VmHWM")
-            if hwm:
-                self.peak_rss_kb = max(self.peak_rss_kb, hwm)
-
-    @property
-    def peak_rss_mb(self) -> float:
-        return self.peak_rss_kb / 1024
-
-    def signal(self, sig: int) -> None:
-        self.sample()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)  # its own session: only this child and its children
-
-    def kill9(self) -> None:
-        self.signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        if self.alive():
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-    def close(self) -> None:
-        self.stop()
-        with contextlib.suppress(Exception):
-            self._log.close()
-
-    def text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 25) -> str:
-        kept = [ln for ln in self.text().splitlines() if not ln.startswith(("|", "+", "\u3003"))]
-        return f"--- {self.name} (pid {self.pid}, log {self.log_path}) ---\n" + "\n".join(
-            kept[-lines:]
-        )
-
-
 class RssSampler:
     """Samples the VmHWM of every registered child every `interval_s` (a daemon thread)."""
 
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
-        self.children: list[Child] = []
+        self.children: list[ChildProcess] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self._thread.start()
 
-    def add(self, child: Child) -> Child:
+    def add(self, child: ChildProcess) -> ChildProcess:
         self.children.append(child)
         return child
 
@@ -313,7 +201,7 @@ class PrivateKafka:
 
     def sample(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.peak_rss_kb = max(self.peak_rss_kb, _status_kb(self.proc.pid, "VmHWM") or 0)
+            self.peak_rss_kb = max(self.peak_rss_kb, int((peak_rss_mb(self.proc.pid) or 0) * 1024))
 
     def wait_ready(self, timeout_s: float = 120.0) -> float:
         """Until a client can create a topic and produce (streams.kafka_admin.kafka_ready)."""

@@ -22,7 +22,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -262,13 +261,6 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="500,1000,2000,3000")
@@ -283,17 +275,18 @@ async def main() -> None:
     import httpx
     import psycopg
 
-    from infra.settings import Settings
+    from infra.processes import ChildProcess, free_port, start_serve
+    from infra.settings import Settings, assume_dev
     from streams.kafka_admin import ensure_topics
     from tests.integration.test_decide_support import (
         candidate,
-        free_port,
         publish_and_project,
         routing_table,
         serve_in_thread,
         table_published,
     )
 
+    assume_dev()
     base = Settings()
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -313,10 +306,8 @@ async def main() -> None:
 
     from simulator.server import create_app as create_sim
 
-    port = free_port()
-    log_path = ROOT / "artifacts" / "bench-decide-server.log"
-    log_path.parent.mkdir(exist_ok=True)
-    proc: subprocess.Popen[bytes] | None = None
+    log_dir = ROOT / "artifacts"
+    proc: ChildProcess | None = None
     try:
         with serve_in_thread(create_sim(latency_scale=0.0), free_port()) as sim:
             env = {
@@ -328,100 +319,73 @@ async def main() -> None:
                 "PROVENROUTE_DEFAULT_CLASSIFIER_MODEL": "sim/balanced",
                 "PYTHONPATH": str(ROOT),
             }
-            with log_path.open("wb") as log:
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-c",
-                        f"from api.cli.serve import serve; serve('127.0.0.1', {port})",
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                    deadline = time.monotonic() + 90
-                    while True:
-                        try:
-                            if (await http.get("/readyz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        if time.monotonic() > deadline or proc.poll() is not None:
-                            raise SystemExit(f"decide service not ready; see {log_path}")
-                        await asyncio.sleep(0.2)
-                    bodies = [
-                        orjson.dumps(
-                            {
-                                "conversationId": f"bench-{i}",
-                                "messages": [
-                                    {
-                                        "role": "user",
-                                        "content": f"Fix the failing test number {i} in the "
-                                        "billing module; it raises a KeyError on empty invoices.",
-                                    }
-                                ],
-                            }
-                        )
-                        for i in range(args.conversations)
-                    ]
-                    for b in bodies:  # warm: one classifier call per conversation
-                        r = await http.post(
-                            "/decide",
-                            content=b,
-                            headers={
-                                "Authorization": f"Bearer {SECRET}",
-                                "Content-Type": "application/json",
-                            },
-                        )
-                        assert r.json()["model"], r.text
-                payloads = [_request("/decide", b, port) for b in bodies]
-                await run_rate(port, payloads, 300, 1.0, args.connections)  # JIT-free warm-up
-                print(
-                    f"decide bench: {args.conversations} conversations, cached "
-                    f"classifications, {args.seconds:.0f} s per rate, loopback, "
-                    f"{os.cpu_count()} CPUs shared with the load generator (a separate "
-                    f"uvloop process, open loop, {args.connections} keep-alive connections); "
-                    f"load average before: {_loadavg()}"
-                )
-                print(
-                    f"{'target/s':>9} {'achieved/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-                    f"{'max ms':>7} {'server p99 ms':>13} {'srv CPU us':>11} "
-                    f"{'gen CPU us':>11} {'errors':>6}"
-                )
-                results = []
-                for rate in [float(x) for x in args.rates.split(",")]:
-                    res = await run_rate(
-                        port, payloads, rate, args.seconds, args.connections, proc.pid
+            proc, url = start_serve(ROOT, env, name="bench-decide-server", log_dir=log_dir)
+            port = int(url.rsplit(":", 1)[1])
+            async with httpx.AsyncClient(base_url=url) as http:
+                bodies = [
+                    orjson.dumps(
+                        {
+                            "conversationId": f"bench-{i}",
+                            "messages": [
+                                {
+                                    "role": "user",
+                                    "content": f"Fix the failing test number {i} in the "
+                                    "billing module; it raises a KeyError on empty invoices.",
+                                }
+                            ],
+                        }
                     )
-                    results.append(res)
-                    print(_row(res))
-                # Highest sustained: step up until the service falls behind.
-                best = max((r["target"] for r in results if _sustained(r)), default=0.0)
-                rate = max(best, 1000.0)
-                while args.step > 0:
-                    rate += args.step
-                    res = await run_rate(
-                        port, payloads, rate, args.seconds, args.connections, proc.pid
+                    for i in range(args.conversations)
+                ]
+                for b in bodies:  # warm: one classifier call per conversation
+                    r = await http.post(
+                        "/decide",
+                        content=b,
+                        headers={
+                            "Authorization": f"Bearer {SECRET}",
+                            "Content-Type": "application/json",
+                        },
                     )
-                    ok = _sustained(res)
-                    print(_row(res, "sustained" if ok else "falls behind"))
-                    if not ok:
-                        break
-                    best = rate
-                print(
-                    f"highest rate sustained: {best:.0f} req/s (achieved >= 97% of target, "
-                    f"p99 <= 50 ms); load average after: {_loadavg()}"
-                )
-                print(f"decide service peak RSS: {peak_rss_mb(proc.pid):.0f} MB")
+                    assert r.json()["model"], r.text
+            payloads = [_request("/decide", b, port) for b in bodies]
+            await run_rate(port, payloads, 300, 1.0, args.connections)  # JIT-free warm-up
+            print(
+                f"decide bench: {args.conversations} conversations, cached "
+                f"classifications, {args.seconds:.0f} s per rate, loopback, "
+                f"{os.cpu_count()} CPUs shared with the load generator (a separate "
+                f"uvloop process, open loop, {args.connections} keep-alive connections); "
+                f"load average before: {_loadavg()}"
+            )
+            print(
+                f"{'target/s':>9} {'achieved/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+                f"{'max ms':>7} {'server p99 ms':>13} {'srv CPU us':>11} "
+                f"{'gen CPU us':>11} {'errors':>6}"
+            )
+            results = []
+            for rate in [float(x) for x in args.rates.split(",")]:
+                res = await run_rate(port, payloads, rate, args.seconds, args.connections, proc.pid)
+                results.append(res)
+                print(_row(res))
+            # Highest sustained: step up until the service falls behind.
+            best = max((r["target"] for r in results if _sustained(r)), default=0.0)
+            rate = max(best, 1000.0)
+            while args.step > 0:
+                rate += args.step
+                res = await run_rate(port, payloads, rate, args.seconds, args.connections, proc.pid)
+                ok = _sustained(res)
+                print(_row(res, "sustained" if ok else "falls behind"))
+                if not ok:
+                    break
+                best = rate
+            print(
+                f"highest rate sustained: {best:.0f} req/s (achieved >= 97% of target, "
+                f"p99 <= 50 ms); load average after: {_loadavg()}"
+            )
+            proc.sample()
+            print(f"decide service peak RSS: {proc.peak_rss_mb:.0f} MB")
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc is not None:
+            proc.stop(timeout_s=15)
         with psycopg.connect(base.database_url, autocommit=True) as c:
             c.execute(f'drop schema if exists "{schema}" cascade')
 

@@ -40,9 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +51,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 
 from contracts.command_decider import run_id_for
 from contracts.commands import SaveBenchmarkConfig, StartRun
@@ -61,52 +58,14 @@ from contracts.config import BenchmarkConfig, DeciderModel, RunKind
 from contracts.envelope import EventBase
 from contracts.events import CaseGraded, CommandAccepted, CommandRejected, RunCompleted
 from infra.clock import utc_now
-from infra.settings import Settings
+from infra.processes import ChildProcess, child_env, peak_rss_mb, start_sim_provider, start_worker
+from infra.settings import Settings, assume_dev
 from simulator.fleet import load_fleet
 from streams.event_log import EventReader, new_command_id, post_command
 from streams.kafka_admin import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 EFFORT = {0: "low", 1: "low", 2: "medium", 3: "medium"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-@contextlib.contextmanager
-def child(argv: list[str], env: dict[str, str], log: Path):  # type: ignore[no-untyped-def]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=log.parent,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def _num(diag: dict[str, str], key: str) -> float:
@@ -198,7 +157,7 @@ class RunFigures:
         ]
 
 
-WORKER: subprocess.Popen[bytes] | None = None
+WORKER: ChildProcess | None = None
 """The worker child; a wait gives up at once when it has died."""
 
 
@@ -211,8 +170,8 @@ async def wait_for(  # type: ignore[no-untyped-def]
         seen += await reader.poll(0.1)
         if pred(seen):
             return seen
-        if WORKER is not None and WORKER.poll() is not None:
-            raise SystemExit(f"the worker exited with {WORKER.returncode}; see its log")
+        if WORKER is not None and not WORKER.alive():
+            raise SystemExit(f"the worker exited with {WORKER.proc.returncode}; see its log")
     raise TimeoutError("no answer from the worker")
 
 
@@ -397,41 +356,31 @@ def main(argv: list[str] | None = None) -> int:
         benchmarkIdentity="sim-benchmark",
     )
     prefix = f"bench{uuid.uuid4().hex[:8]}."
+    assume_dev()
     settings = Settings(topic_prefix=prefix)
     asyncio.run(ensure_topics(settings.kafka_bootstrap, prefix))
     workdir = Path(tempfile.mkdtemp(prefix="provenroute-bench-pipeline-"))
-    port = free_port()
-    sim_url = f"http://127.0.0.1:{port}/v1"
-    env = {
-        **os.environ,
-        "PROVENROUTE_SIM_LATENCY_SCALE": "0",
-        "PROVENROUTE_TOPIC_PREFIX": prefix,
-        "PROVENROUTE_PROVIDER_BASE_URL": sim_url,
-        "PROVENROUTE_PROVIDER_TIMEOUT_S": "5",
-        "PROVENROUTE_WORKER_JOB_SLOTS": str(args.slots),
-    }
-    cli = [sys.executable, "-m", "api.cli"]
+    env = child_env(
+        PROVENROUTE_TOPIC_PREFIX=prefix,
+        PROVENROUTE_PROVIDER_TIMEOUT_S="5",
+        PROVENROUTE_WORKER_JOB_SLOTS=str(args.slots),
+    )
     print(
         f"pipeline benchmark (SIMULATED fleet, zero latency): {len(models)} models, "
         f"reps {args.reps}, {args.slots} job slots; logs in {workdir}"
     )
     figures: list[RunFigures] = []
-    with child([*cli, "sim-provider", "--port", str(port)], env, workdir / "sim.log"):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{sim_url}/models", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        with child([*cli, "worker", "--loglevel", "info"], env, workdir / "worker.log") as worker:
-            global WORKER
-            WORKER = worker
-            asyncio.run(save_config(settings, config))
-            for kind in args.kinds.split(","):
-                fig = asyncio.run(one_run(settings, kind, args.slots))  # type: ignore[arg-type]
-                figures.append(fig)
-                print(f"  {kind} run done: {fig.cases} cases in {fig.wall_s:.1f}s", flush=True)
-            rss = peak_rss_mb(worker.pid)
+    sim, sim_url = start_sim_provider(workdir, env, latency_scale=0.0, name="sim")
+    env["PROVENROUTE_PROVIDER_BASE_URL"] = sim_url
+    with sim, start_worker(workdir, env) as worker:
+        global WORKER
+        WORKER = worker
+        asyncio.run(save_config(settings, config))
+        for kind in args.kinds.split(","):
+            fig = asyncio.run(one_run(settings, kind, args.slots))  # type: ignore[arg-type]
+            figures.append(fig)
+            print(f"  {kind} run done: {fig.cases} cases in {fig.wall_s:.1f}s", flush=True)
+        rss = peak_rss_mb(worker.pid)
     print()
     report(figures)
     print()

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.synthetic import LogBuilder, SimModel, produce
 from contracts.codec import encode_event
-from infra.settings import Settings
+from infra.settings import Settings, assume_dev
 from projections.db import connect
 from projections.replay import replay
 from streams.kafka_admin import ensure_topics
@@ -84,6 +84,7 @@ async def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the topics and replayed schema")
     ap.add_argument("--replay-only", nargs=2, metavar=("PREFIX", "SCHEMA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    assume_dev()
     if args.replay_only:
         await replay_only(*args.replay_only)
         return

@@ -1,22 +1,52 @@
 """Runtime settings from environment variables (prefix PROVENROUTE_), with local defaults.
 
-Built by the app factory or CLI command that needs them, never at import time.
+Built by the app factory or CLI command that needs them, never at import time. The secrets'
+defaults are development placeholders; they are refused unless `PROVENROUTE_ENV=dev`, so a
+deployment that forgets one fails at start instead of running on a public secret.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Final, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+ENV_VAR: Final = "PROVENROUTE_ENV"
+DEV: Final = "dev"
+DEV_SECRETS: Final = frozenset({"dev-internal-secret", "dev-admin-token"})
+"""Development placeholders (and any key starting with `sim-`, the simulated provider's)."""
+
+
+class DevelopmentSecretRefused(RuntimeError):
+    """A development placeholder secret outside `PROVENROUTE_ENV=dev`.
+
+    Not a ValueError on purpose: pydantic would wrap that in a ValidationError that prints
+    the raw input, secrets included."""
+
+
+def _is_dev_secret(value: SecretStr) -> bool:
+    secret = value.get_secret_value()
+    return secret in DEV_SECRETS or secret.startswith("sim-")
+
+
+def assume_dev() -> None:
+    """For commands that only ever run the local, SIMULATED stack (the demo, the simulated
+    provider, the benches): development settings unless the environment names another."""
+    os.environ.setdefault(ENV_VAR, DEV)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROVENROUTE_", env_nested_delimiter="__", extra="ignore"
     )
+
+    env: str = "production"
+    """`dev` allows the development placeholder secrets (the demo and the tests set it)."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers (comma separated)."""
@@ -87,6 +117,30 @@ class Settings(BaseSettings):
     """Decision events and session updates waiting for Kafka; beyond it they are dropped."""
     gateway_fallback_model: str = "sim/balanced"
     """Model the gateway client serves when /decide answers null, late or not at all."""
+
+    @model_validator(mode="after")
+    def _no_development_secrets(self) -> Self:
+        if self.env == DEV:
+            return self
+        # Names only: a refused value is never echoed (a real key may start with `sim-`).
+        found = [
+            name
+            for name, value in (
+                ("PROVENROUTE_INTERNAL_SECRET", self.internal_secret),
+                ("PROVENROUTE_ADMIN_TOKEN", self.admin_token),
+                ("PROVENROUTE_PROVIDER_API_KEY", self.provider_api_key),
+            )
+            if _is_dev_secret(value)
+        ]
+        if any(_is_dev_secret(v) for v in self.provider_credentials.values()):
+            found.append("PROVENROUTE_PROVIDER_CREDENTIALS")
+        if found:
+            raise DevelopmentSecretRefused(
+                f"development secrets refused outside {ENV_VAR}={DEV}: set "
+                + ", ".join(found)
+                + f" to real secrets (or {ENV_VAR}={DEV} for a local development stack)"
+            )
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -9,7 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from infra.settings import Settings
+from infra.settings import Settings, assume_dev
+
+# The suite runs on the development placeholder secrets (and so do the child processes it
+# starts, which inherit the environment).
+assume_dev()
 
 
 @pytest.fixture(scope="session")

@@ -12,63 +12,27 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import typer
 
 from api.cli.runs import console
 from api.cli.services import collect_health
 from api.gateway_client import demo_conversations
-from infra.settings import PROJECT_ROOT, Settings
+from infra.processes import (
+    ChildFailed,
+    child_env,
+    cli,
+    start_projector,
+    start_serve,
+    start_sim_provider,
+    start_worker,
+)
+from infra.settings import PROJECT_ROOT, Settings, assume_dev
 from streams.kafka_admin import ensure_topics
 
 EXAMPLE_CONFIG = PROJECT_ROOT / "examples" / "benchmark-config.yaml"
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "api.cli", *args]
-
-
-@contextlib.contextmanager
-def child(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
-        )
-        try:
-            yield
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wait_for_sim(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise typer.Exit(f"simulated provider did not answer at {url}")  # type: ignore[arg-type]
-
-
-def wait_until_ready(url: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    console.print(f"[red]{url} not ready after {timeout_s:.0f}s[/]")
-    raise typer.Exit(1)
 
 
 def step(cmd: list[str], env: dict[str, str]) -> None:
@@ -86,6 +50,7 @@ def demo(
     force: bool = typer.Option(False, help="Re-run every model even if it has results."),
 ) -> None:
     """Run the benchmark-and-publish story end to end on the SIMULATED fleet."""
+    assume_dev()
     settings = Settings()
     console.rule("[bold]provenroute demo[/] (models are SIMULATED)")
     with contextlib.suppress(Exception):  # a broker that is down is reported just below
@@ -96,37 +61,47 @@ def demo(
     if not all(h.ok for h in health):
         console.print("[red]services are not healthy: run `make services-up`[/]")
         raise typer.Exit(1)
-    step(_cli("datasets", "check"), dict(os.environ))
+    step(cli("datasets", "check"), child_env())
 
     logs = PROJECT_ROOT / ".state" / "logs"
-    env = {
-        **os.environ,
-        "PROVENROUTE_SIM_LATENCY_SCALE": str(latency_scale),
-        "COLUMNS": os.environ.get("COLUMNS", "160"),  # wide tables when piped
+    env = child_env(
+        COLUMNS=os.environ.get("COLUMNS", "160"),  # wide tables when piped
         # Simulated hangs must not stall the demo: a call gets 20 s at most.
-        "PROVENROUTE_PROVIDER_TIMEOUT_S": os.environ.get("PROVENROUTE_PROVIDER_TIMEOUT_S", "20"),
-    }
-    sim_url = f"http://127.0.0.1:{settings.sim_port}/v1"
+        PROVENROUTE_PROVIDER_TIMEOUT_S=os.environ.get("PROVENROUTE_PROVIDER_TIMEOUT_S", "20"),
+    )
     console.print(f"logs of the simulated provider and the worker: {logs}")
-    with (
-        child("sim-provider", _cli("sim-provider", "--port", str(settings.sim_port)), env, logs),
-        child("worker", _cli("worker"), env, logs),
-        child("projector", _cli("project"), env, logs),
-    ):
-        wait_for_sim(sim_url)
+    with contextlib.ExitStack() as stack:
+        try:
+            sim, _url = start_sim_provider(
+                PROJECT_ROOT,
+                env,
+                latency_scale=latency_scale,
+                port=settings.sim_port,
+                name="sim-provider",
+                log_dir=logs,
+            )
+        except ChildFailed as e:
+            console.print(f"[red]the simulated provider did not start[/]: {e}")
+            raise typer.Exit(1) from None
+        stack.enter_context(sim)
+        stack.enter_context(start_worker(PROJECT_ROOT, env, log_dir=logs))
+        stack.enter_context(start_projector(PROJECT_ROOT, env, log_dir=logs))
         console.rule("save the benchmark config")
-        step(_cli("config", "set", "-f", str(config), "--timeout", "180"), env)
+        step(cli("config", "set", "-f", str(config), "--timeout", "180"), env)
         for kind in ("classifier", "decider"):
             console.rule(f"{kind} benchmark")
             args = ["run", "start", "--kind", kind, "--wait"] + (["--force"] if force else [])
-            step(_cli(*args), env)
+            step(cli(*args), env)
         console.rule("the live routing table, from the PostgreSQL projection")
         time.sleep(2)  # the projector follows the log; give it a moment to catch up
-        step(_cli("routing-table", "show"), env)
+        step(cli("routing-table", "show"), env)
         console.rule("POST /decide through the gateway client")
-        api_url = f"http://127.0.0.1:{settings.api_port}"
-        with child("api", _cli("serve", "--port", str(settings.api_port)), env, logs):
-            wait_until_ready(f"{api_url}/readyz")
+        try:
+            api, api_url = start_serve(PROJECT_ROOT, env, port=settings.api_port, log_dir=logs)
+        except ChildFailed as e:
+            console.print(f"[red]the decide service did not get ready[/]: {e}")
+            raise typer.Exit(1) from None
+        with api:
             asyncio.run(
                 demo_conversations(
                     api_url,

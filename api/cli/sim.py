@@ -30,7 +30,7 @@ def sim_provider(
     """
     import uvicorn
 
-    from infra.settings import Settings
+    from infra.settings import Settings, assume_dev
     from simulator.fleet import load_fleet
     from simulator.server import create_app
 
@@ -40,6 +40,7 @@ def sim_provider(
     except ValueError as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from e
+    assume_dev()  # the simulated provider is the offline stand-in: development by nature
     bind_port = Settings().sim_port if port is None else port
     typer.echo(
         f"simulated provider: {len(loaded.models)} SIMULATED models at "

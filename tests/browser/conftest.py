@@ -11,27 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from infra.processes import ChildProcess, start_projector, start_serve, start_worker
 from infra.settings import PROJECT_ROOT, Settings
 from tests.conftest import delete_topics_with_prefix, unique_name
-from tests.e2e.conftest import (
-    LOG_ROOT,
-    ChildProcess,
-    _clean_containers_after,
-    free_port,
-    run_async,
-    sim_url,
-)
+from tests.e2e.conftest import LOG_ROOT, _clean_containers_after, run_async, sim_url
 
 __all__ = ["_clean_containers_after", "sim_url"]
 
@@ -54,21 +44,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "api.cli", *args]
-
-
-def _serve_argv(port: int) -> list[str]:
-    """`provenroute serve` when the CLI registers it, else the same function directly."""
-    probe = subprocess.run(
-        _cli("serve", "--help"), cwd=PROJECT_ROOT, capture_output=True, timeout=60
-    )
-    if probe.returncode == 0:
-        return _cli("serve", "--port", str(port))
-    code = "import sys; from api.cli.serve import serve; serve(port=int(sys.argv[1]))"
-    return [sys.executable, "-c", code, str(port)]
-
-
 @dataclass
 class Stack:
     """One module's running world, seen from the browser."""
@@ -80,25 +55,13 @@ class Stack:
     procs: dict[str, ChildProcess] = field(default_factory=dict)
 
     def diagnostics(self) -> str:
-        return "\n".join(f"--- {n} (pid {p.pid}) ---\n{p.tail()}" for n, p in self.procs.items())
+        return "\n".join(p.tail() for p in self.procs.values())
 
     def stop(self) -> None:
         # The API first (it posts), the worker last (it may still be finishing a job).
         for name in ("api", "projector", "worker"):
             if name in self.procs:
                 self.procs[name].stop()
-
-
-def _wait_http(url: str, proc: ChildProcess, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f}s:\n{proc.tail()}")
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +81,6 @@ def stack(sim_url: str) -> Iterator[Stack]:
     workdir = LOG_ROOT / prefix.rstrip(".")
     workdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    port = free_port()
     env = {
         **os.environ,
         "PROVENROUTE_TOPIC_PREFIX": prefix,
@@ -132,14 +94,11 @@ def stack(sim_url: str) -> Iterator[Stack]:
         "BROKER_SESSION_TIMEOUT": "10",
         "BROKER_HEARTBEAT_INTERVAL": "1",
     }
-    world = Stack(url=f"http://127.0.0.1:{port}", token=token, settings=settings, workdir=workdir)
+    world = Stack(url="", token=token, settings=settings, workdir=workdir)
     try:
-        world.procs["worker"] = ChildProcess(
-            "worker", _cli("worker", "--loglevel", "info"), env, workdir
-        )
-        world.procs["projector"] = ChildProcess("projector", _cli("project"), env, workdir)
-        world.procs["api"] = ChildProcess("api", _serve_argv(port), env, workdir)
-        _wait_http(f"{world.url}/healthz", world.procs["api"])
+        world.procs["worker"] = start_worker(workdir, env)
+        world.procs["projector"] = start_projector(workdir, env)
+        world.procs["api"], world.url = start_serve(workdir, env, ready_path="/healthz")
         yield world
     finally:
         world.stop()

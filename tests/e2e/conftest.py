@@ -10,10 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -22,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -41,6 +36,7 @@ from contracts.events import (
     RunStarted,
 )
 from infra.clock import utc_now
+from infra.processes import ChildProcess, start_sim_provider, start_worker
 from infra.settings import PROJECT_ROOT, Settings
 from streams.event_log import EventReader, post_command, post_raw
 
@@ -62,81 +58,8 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "api.cli", *args]
-
-
-class ChildProcess:
-    """A child process in its own process group, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.name = name
-        self.log_path = cwd / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill9(self) -> None:
-        """SIGKILL, no chance to clean up (its job containers are left to the janitor)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
-
-    def tail(self, lines: int = 40) -> str:
-        """The log's last lines, without Faust's offset tables."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        kept = [ln for ln in text.splitlines() if not ln.startswith(("|", "+", "\u3003"))]
-        return f"(log: {self.log_path})\n" + "\n".join(kept[-lines:])
-
-
-# --------------------------------------------------------------------- simulated provider
 def start_sim(workdir: Path, latency_scale: float) -> tuple[ChildProcess, str]:
-    port = free_port()
-    env = {**os.environ, "PROVENROUTE_SIM_LATENCY_SCALE": str(latency_scale)}
-    proc = ChildProcess(f"sim-{port}", _cli("sim-provider", "--port", str(port)), env, workdir)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"simulated provider exited:\n{proc.tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return proc, url
-        time.sleep(0.2)
-    proc.stop()
-    raise RuntimeError(f"simulated provider did not answer at {url}:\n{proc.tail()}")
+    return start_sim_provider(workdir, os.environ, latency_scale=latency_scale)
 
 
 @pytest.fixture(scope="session")
@@ -238,9 +161,7 @@ class Pipeline:
     def start_worker(self) -> ChildProcess:
         # cwd is the test's tmp dir: Faust writes its data dir into the working directory.
         n = len(self.workers)
-        proc = ChildProcess(
-            f"worker-{n}", _cli("worker", "--loglevel", "info"), self.worker_env(), self.workdir
-        )
+        proc = start_worker(self.workdir, self.worker_env(), name=f"worker-{n}")
         self.workers.append(proc)
         return proc
 
@@ -253,7 +174,7 @@ class Pipeline:
             w.stop()
 
     def diagnostics(self) -> str:
-        return "\n".join(f"--- {w.name} (pid {w.pid}) ---\n{w.tail()}" for w in self.workers)
+        return "\n".join(w.tail() for w in self.workers)
 
     # -- commands
     def post(self, command: SaveBenchmarkConfig | StartRun | SetClassifierOverride) -> str:
@@ -430,4 +351,4 @@ def _clean_containers_after() -> Iterator[None]:
         remove_stale_containers(docker.from_env())
 
 
-__all__ = ["PROJECT_ROOT", "Pipeline", "RunResult", "new_id", "utc_now"]
+__all__ = ["PROJECT_ROOT", "ChildProcess", "Pipeline", "RunResult", "new_id", "utc_now"]

@@ -24,18 +24,13 @@ from contracts.config import BenchmarkConfig, DeciderModel
 from contracts.envelope import EventBase
 from contracts.events import ClassifierOverrideSet, RoutingTablePublished, RunStarted
 from contracts.routing_table import RoutingCandidate, RoutingTable
+from infra.processes import free_port
 from infra.settings import Settings
 from projections.projector import project_once
 
 INTERNAL = {"Authorization": "Bearer dev-internal-secret"}
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 NOW = "2026-06-01T00:00:00.000Z"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Server(uvicorn.Server):

@@ -116,8 +116,11 @@ def test_env_names_are_settings_fields_and_secrets_are_required() -> None:
         assert key.removeprefix("PROVENROUTE_").lower() in fields, key
     for secret in (
         "PROVENROUTE_PROVIDER_API_KEY",
+        "PROVENROUTE_PROVIDER_CREDENTIALS",
         "PROVENROUTE_INTERNAL_SECRET",
         "PROVENROUTE_ADMIN_TOKEN",
     ):
         assert ":?" in env[secret], f"{secret} must be required with ${{VAR:?}}"
     assert env["PROVENROUTE_TOPIC_PREFIX"] == Settings().topic_prefix
+    # Compose runs outside development: the settings there would refuse a placeholder.
+    assert "PROVENROUTE_ENV" not in env
