@@ -1,9 +1,11 @@
 """`provenroute demo`: the main job end to end on the local services and the SIMULATED fleet.
 
-Starts the simulated provider, a worker and the projector as child processes (logs in
-.state/logs), saves the example config, runs a classifier and a decider benchmark with
-progress bars, and prints the published routing table and classifier winner; then serves
-/decide and sends a few conversations through the gateway client.
+Starts the simulated provider, `--workers` workers and the projector as child processes
+(logs in .state/logs), saves the example config, runs a classifier and a decider benchmark
+with progress bars, and prints the published routing table and classifier winner; then
+serves /decide from `--replicas` replicas and sends a few conversations through the gateway
+client, round robin over the replicas, naming the replica that answered each turn and the
+CPU each worker spent on the runs.
 """
 
 from __future__ import annotations
@@ -33,15 +35,24 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "api.cli", *args]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a child so far (how the work spread over the workers)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def child(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
+def child(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Iterator[int]:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as out:
         proc = subprocess.Popen(
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
         )
         try:
-            yield
+            yield proc.pid
         finally:
             proc.terminate()
             try:
@@ -84,6 +95,10 @@ def demo(
     ),
     config: Path = typer.Option(EXAMPLE_CONFIG, help="Benchmark config to save."),
     force: bool = typer.Option(False, help="Re-run every model even if it has results."),
+    workers: int = typer.Option(1, min=1, max=8, help="Worker processes (one consumer group)."),
+    replicas: int = typer.Option(
+        1, min=1, max=8, help="Decide replicas, on consecutive ports from the API port."
+    ),
 ) -> None:
     """Run the benchmark-and-publish story end to end on the SIMULATED fleet."""
     settings = Settings()
@@ -108,11 +123,15 @@ def demo(
     }
     sim_url = f"http://127.0.0.1:{settings.sim_port}/v1"
     console.print(f"logs of the simulated provider and the worker: {logs}")
-    with (
-        child("sim-provider", _cli("sim-provider", "--port", str(settings.sim_port)), env, logs),
-        child("worker", _cli("worker"), env, logs),
-        child("projector", _cli("project"), env, logs),
-    ):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            child("sim-provider", _cli("sim-provider", "--port", str(settings.sim_port)), env, logs)
+        )
+        worker_pids = [
+            stack.enter_context(child(f"worker-{i + 1}", _cli("worker"), env, logs))
+            for i in range(workers)
+        ]
+        stack.enter_context(child("projector", _cli("project"), env, logs))
         wait_for_sim(sim_url)
         console.rule("save the benchmark config")
         step(_cli("config", "set", "-f", str(config), "--timeout", "180"), env)
@@ -120,16 +139,24 @@ def demo(
             console.rule(f"{kind} benchmark")
             args = ["run", "start", "--kind", kind, "--wait"] + (["--force"] if force else [])
             step(_cli(*args), env)
+        for i, pid in enumerate(worker_pids):
+            console.print(f"worker-{i + 1} (pid {pid}): {cpu_seconds(pid):.1f} s CPU so far")
         console.rule("the live routing table, from the PostgreSQL projection")
         time.sleep(2)  # the projector follows the log; give it a moment to catch up
         step(_cli("routing-table", "show"), env)
         console.rule("POST /decide through the gateway client")
-        api_url = f"http://127.0.0.1:{settings.api_port}"
-        with child("api", _cli("serve", "--port", str(settings.api_port)), env, logs):
-            wait_until_ready(f"{api_url}/readyz")
+        urls = [f"http://127.0.0.1:{settings.api_port + i}" for i in range(replicas)]
+        with contextlib.ExitStack() as apis:
+            for i in range(replicas):
+                name = f"api-{i + 1}"
+                port = str(settings.api_port + i)
+                api_env = {**env, "PROVENROUTE_DECIDE_REPLICA_ID": name}
+                apis.enter_context(child(name, _cli("serve", "--port", port), api_env, logs))
+            for url in urls:
+                wait_until_ready(f"{url}/readyz")
             asyncio.run(
                 demo_conversations(
-                    api_url,
+                    urls,
                     settings.internal_secret.get_secret_value(),
                     settings.gateway_fallback_model,
                 )
