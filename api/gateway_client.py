@@ -18,6 +18,7 @@ from typing import Any, Literal
 import httpx
 
 Path = Literal["decided", "null", "timeout", "error"]
+REPLICA_HEADER = "x-provenroute-replica"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Resolution:
     decision: dict[str, Any] | None
     """The full /decide answer when one arrived in time."""
     elapsed_ms: float
+    served_by: str | None = None
+    """The decide replica that answered (its `X-Provenroute-Replica` header), if any."""
 
     @property
     def fallback(self) -> bool:
@@ -80,7 +83,10 @@ class DecideClient:
             body["hints"] = dict(hints)
 
         def fallback(
-            path: Path, reason: str | None, decision: dict[str, Any] | None = None
+            path: Path,
+            reason: str | None,
+            decision: dict[str, Any] | None = None,
+            served_by: str | None = None,
         ) -> Resolution:
             return Resolution(
                 self.fallback_model,
@@ -89,6 +95,7 @@ class DecideClient:
                 reason,
                 decision,
                 (time.perf_counter() - started) * 1000.0,
+                served_by,
             )
 
         try:
@@ -103,6 +110,7 @@ class DecideClient:
             return fallback("timeout", f"no answer within {self.budget_s:.2f}s")
         except Exception as e:
             return fallback("error", f"{type(e).__name__}: {e}"[:300])
+        served_by = response.headers.get(REPLICA_HEADER)
         if response.status_code != 200:
             return fallback("error", f"HTTP {response.status_code}: {response.text[:200]}")
         try:
@@ -116,6 +124,7 @@ class DecideClient:
                 "null",
                 reason if isinstance(reason, str) else "null decision",
                 decision if isinstance(decision, dict) else None,
+                served_by,
             )
         return Resolution(
             model,
@@ -124,6 +133,7 @@ class DecideClient:
             None,
             decision,
             (time.perf_counter() - started) * 1000.0,
+            served_by,
         )
 
 
@@ -146,17 +156,24 @@ DEMO_CONVERSATIONS: tuple[tuple[str, list[dict[str, str]]], ...] = (
 )
 
 
-async def demo_conversations(base_url: str, internal_secret: str, fallback_model: str) -> None:
+async def demo_conversations(
+    base_urls: str | Sequence[str], internal_secret: str, fallback_model: str
+) -> None:
     """Send a few conversations (one of them twice: the second turn is sticky) and print
-    each decision; `make demo` ends with this."""
-    async with DecideClient(base_url, internal_secret, fallback_model=fallback_model) as client:
+    each decision and the replica that gave it; with several replicas the turns go round
+    robin over them, so a conversation anchored on one is served sticky by another."""
+    urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+    clients = [DecideClient(u, internal_secret, fallback_model=fallback_model) for u in urls]
+    try:
         # Fresh conversation ids each time: the first turns have no incumbent yet.
         run = uuid.uuid4().hex[:6]
         turns: list[tuple[str, list[dict[str, str]]]] = [
             (f"{cid}-{run}", msgs) for cid, msgs in DEMO_CONVERSATIONS
         ]
         cid, first = turns[1]
-        turns.append(
+        # Right after its first turn, so with two replicas it lands on the other one.
+        turns.insert(
+            2,
             (
                 cid,
                 [
@@ -164,14 +181,20 @@ async def demo_conversations(base_url: str, internal_secret: str, fallback_model
                     {"role": "assistant", "content": "Done: the loop bound was off by one."},
                     {"role": "user", "content": "Thanks. Also add a test for it."},
                 ],
-            )
+            ),
         )
-        for cid, messages in turns:
-            r = await client.resolve(cid, messages)
+        for i, (cid, messages) in enumerate(turns):
+            if i:
+                await asyncio.sleep(0.5)  # the model's answer between two turns
+            r = await clients[i % len(clients)].resolve(cid, messages)
             d = r.decision or {}
             print(
-                f"{cid:19} turn {sum(m['role'] == 'user' for m in messages)}: "
+                f"{cid:19} turn {sum(m['role'] == 'user' for m in messages)} "
+                f"via {r.served_by or '?'}: "
                 f"{r.path:8} model={r.model} effort={r.reasoning_effort} tier={d.get('tier')} "
                 f"sticky={d.get('sticky')} classifier={d.get('classifierModel')} "
                 f"cost=${d.get('classifierCostUsd')} {r.reason or ''} ({r.elapsed_ms:.0f} ms)"
             )
+    finally:
+        for c in clients:
+            await c.aclose()

@@ -38,21 +38,13 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from api.cli.demo import cpu_seconds  # noqa: E402
+
 CPU_NOTE = (
     "On this {cores}-core host the speed-up is bounded by the CPUs: load generator, Kafka, "
     "PostgreSQL and the replicas (or the workers and their job containers) share them; the "
     "per-process split shows the work spreads."
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of `pid` (and its waited-for children)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(x) for x in fields[11:15]) / ticks
 
 
 # ---- workers ---------------------------------------------------------------------------------

@@ -35,6 +35,15 @@ from streams.kafka_admin import ensure_topics
 EXAMPLE_CONFIG = PROJECT_ROOT / "examples" / "benchmark-config.yaml"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a child so far (how the work spread over the workers)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def step(cmd: list[str], env: dict[str, str]) -> None:
     result = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT)
     if result.returncode != 0:
@@ -48,6 +57,10 @@ def demo(
     ),
     config: Path = typer.Option(EXAMPLE_CONFIG, help="Benchmark config to save."),
     force: bool = typer.Option(False, help="Re-run every model even if it has results."),
+    workers: int = typer.Option(1, min=1, max=8, help="Worker processes (one consumer group)."),
+    replicas: int = typer.Option(
+        1, min=1, max=8, help="Decide replicas, on consecutive ports from the API port."
+    ),
 ) -> None:
     """Run the benchmark-and-publish story end to end on the SIMULATED fleet."""
     assume_dev()
@@ -84,7 +97,12 @@ def demo(
             console.print(f"[red]the simulated provider did not start[/]: {e}")
             raise typer.Exit(1) from None
         stack.enter_context(sim)
-        stack.enter_context(start_worker(PROJECT_ROOT, env, log_dir=logs))
+        worker_pids = [
+            stack.enter_context(
+                start_worker(PROJECT_ROOT, env, name=f"worker-{i + 1}", log_dir=logs)
+            ).pid
+            for i in range(workers)
+        ]
         stack.enter_context(start_projector(PROJECT_ROOT, env, log_dir=logs))
         console.rule("save the benchmark config")
         step(cli("config", "set", "-f", str(config), "--timeout", "180"), env)
@@ -92,19 +110,32 @@ def demo(
             console.rule(f"{kind} benchmark")
             args = ["run", "start", "--kind", kind, "--wait"] + (["--force"] if force else [])
             step(cli(*args), env)
+        for i, pid in enumerate(worker_pids):
+            console.print(f"worker-{i + 1} (pid {pid}): {cpu_seconds(pid):.1f} s CPU so far")
         console.rule("the live routing table, from the PostgreSQL projection")
         time.sleep(2)  # the projector follows the log; give it a moment to catch up
         step(cli("routing-table", "show"), env)
         console.rule("POST /decide through the gateway client")
-        try:
-            api, api_url = start_serve(PROJECT_ROOT, env, port=settings.api_port, log_dir=logs)
-        except ChildFailed as e:
-            console.print(f"[red]the decide service did not get ready[/]: {e}")
-            raise typer.Exit(1) from None
-        with api:
+        urls: list[str] = []
+        with contextlib.ExitStack() as apis:
+            for i in range(replicas):
+                name = f"api-{i + 1}"
+                try:
+                    api, url = start_serve(
+                        PROJECT_ROOT,
+                        {**env, "PROVENROUTE_DECIDE_REPLICA_ID": name},
+                        port=settings.api_port + i,
+                        name=name,
+                        log_dir=logs,
+                    )
+                except ChildFailed as e:
+                    console.print(f"[red]the decide service {name} did not get ready[/]: {e}")
+                    raise typer.Exit(1) from None
+                apis.enter_context(api)
+                urls.append(url)
             asyncio.run(
                 demo_conversations(
-                    api_url,
+                    urls,
                     settings.internal_secret.get_secret_value(),
                     settings.gateway_fallback_model,
                 )

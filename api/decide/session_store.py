@@ -72,7 +72,7 @@ class SessionStore:
             "create table sessions (key text primary key, version integer not null, "
             "touched real not null, body blob not null)"
         )
-        self.db.execute("create index sessions_touched on sessions (touched)")
+        self.db.execute("create index sessions_touched on sessions (touched, key)")
         self.hot: OrderedDict[str, SessionRecord] = OrderedDict()
         self.hot_size = hot_size
         self.pending: dict[str, tuple[SessionRecord, float]] = {}
@@ -120,14 +120,19 @@ class SessionStore:
     def count(self) -> int:
         return int(self.db.execute("select count(*) from sessions").fetchone()[0])
 
-    def expired(self, before: float, limit: int) -> list[tuple[str, int]]:
-        """Up to `limit` (key, version) of sessions last touched before `before`, oldest
-        first, leaving out those this replica has just written."""
+    def expired(
+        self, before: float, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, int, float]]:
+        """Up to `limit` (key, version, touched) of sessions last touched before `before`,
+        oldest first, from past `after` (the last row of the previous page), leaving out
+        those this replica has just written."""
+        start = after or (float("-inf"), "")
         rows = self.db.execute(
-            "select key, version from sessions where touched < ? order by touched limit ?",
-            (before, limit),
+            "select key, version, touched from sessions where touched < ? "
+            "and (touched, key) > (?, ?) order by touched, key limit ?",
+            (before, start[0], start[1], limit),
         ).fetchall()
-        return [(k, int(v)) for k, v in rows if k not in self.pending]
+        return [(k, int(v), float(t)) for k, v, t in rows if k not in self.pending]
 
     # ---- the log -------------------------------------------------------------------------
 

@@ -201,7 +201,7 @@ class Sessions:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                fetch_max_wait_ms=20,  # replication lag between replicas, not throughput
+                fetch_max_wait_ms=50,  # replication lag between replicas, not throughput
                 max_partition_fetch_bytes=4 * 1024 * 1024,
                 request_timeout_ms=15_000,
             )
@@ -361,19 +361,27 @@ class Sessions:
             if not self.ready:
                 continue
             try:
-                self.sweep_once()
+                sent, after = self.sweep_once()
+                while after is not None:  # a page at a time, letting requests in between
+                    await asyncio.sleep(0.05)
+                    more, after = self.sweep_once(after)
+                    sent += more
+                if sent:
+                    log.info("%d idle sessions expired", sent)
                 self.metrics.sessions_count.set(self.store.count())
             except Exception:
                 log.exception("sweeping idle sessions failed")
 
-    def sweep_once(self) -> int:
-        """Send tombstones for up to SWEEP_BATCH idle sessions; how many were sent."""
-        expired = self.store.expired(self.clock() - self.ttl_s, SWEEP_BATCH)
+    def sweep_once(self, after: tuple[float, str] | None = None) -> tuple[int, Any]:
+        """Send tombstones for up to SWEEP_BATCH idle sessions past `after`; returns how
+        many were sent and where the next page starts (None: the pass is over)."""
+        expired = self.store.expired(self.clock() - self.ttl_s, SWEEP_BATCH, after)
         me = self.replica_id.encode()
-        for key, version in expired:
+        for key, version, _ in expired:
             headers = [(EXPIRES_HEADER, str(version).encode()), (BY_HEADER, me)]
             self._send(key, None, headers, kind="session_tombstone")
-        return len(expired)
+        last = (expired[-1][2], expired[-1][0]) if len(expired) == SWEEP_BATCH else None
+        return len(expired), last
 
 
 def _entry(message: Any) -> LogEntry | None:

@@ -158,7 +158,7 @@ async def test_idle_sessions_expire_with_tombstones_and_stay_gone_after_a_restar
     await wait_for(lambda: version_on(a, "busy") == 1, 30)
 
     later[0] = 700.0  # "idle" was last written 700 s ago, "busy" 400 s ago
-    assert a.sweep_once() == 1
+    assert a.sweep_once() == (1, None)
     await wait_for(lambda: b.store.confirmed("idle") is None, 30)
     assert a.store.confirmed("idle") is None
     assert b.get("busy") is not None and a.store.count() == b.store.count() == 1

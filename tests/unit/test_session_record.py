@@ -151,18 +151,27 @@ def test_tombstones_delete_only_what_they_expired(store: SessionStore) -> None:
     assert store.get("a") is None and store.count() == 0
 
 
-def test_expired_lists_the_idle_ones_oldest_first(store: SessionStore) -> None:
+def test_expired_lists_the_idle_ones_oldest_first_a_page_at_a_time(store: SessionStore) -> None:
     store.apply(
         [
             entry("new", rec("m", 1, 500.0)),
             entry("old", rec("m", 5, 10.0)),
             entry("mid", rec("m", 2, 50.0)),
+            entry("mid2", rec("m", 1, 50.0)),
         ],
         me="r1",
     )
-    assert store.expired(before=100.0, limit=10) == [("old", 5), ("mid", 2)]
+    assert store.expired(before=100.0, limit=10) == [
+        ("old", 5, 10.0),
+        ("mid", 2, 50.0),
+        ("mid2", 1, 50.0),
+    ]
+    page = store.expired(before=100.0, limit=2)
+    assert [k for k, _, _ in page] == ["old", "mid"]
+    rest = store.expired(before=100.0, limit=2, after=(page[-1][2], page[-1][0]))
+    assert [k for k, _, _ in rest] == ["mid2"]
     store.put_pending("old", rec("m", 6, 600.0))
-    assert store.expired(before=100.0, limit=10) == [("mid", 2)]
+    assert [k for k, _, _ in store.expired(before=100.0, limit=10)] == ["mid", "mid2"]
 
 
 @given(
