@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.classification import Classification
@@ -193,3 +194,9 @@ def restored_paths(files: Mapping[str, str], entries: Sequence[str]) -> list[str
         for path in files
         if any(path == e or (e.endswith("/") and path.startswith(e)) for e in entries)
     )
+
+def dataset_hash(cases: Iterable[ClassifierCase] | Iterable[DeciderCase]) -> str:
+    """Content hash of a whole dataset: every field of every case, in id order, so editing,
+    adding or removing any case changes it (and file layout or order does not)."""
+    ordered = sorted((c.model_dump(mode="json") for c in cases), key=lambda d: str(d["id"]))
+    return hashlib.sha256(orjson.dumps(ordered, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]

@@ -43,7 +43,8 @@ class AdminState(BaseModel):
 
 
 class ModelRecord(BaseModel):
-    """The latest measured summaries of a model (for one kind and reasoning effort)."""
+    """The latest measured summaries of a model, under the conditions that make them
+    carryable: kind, reasoning effort, dataset content and repetition count."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -53,11 +54,30 @@ class ModelRecord(BaseModel):
     run_id: str
     """The run that measured them."""
     summaries: tuple[ModelSummary, ...] = Field(min_length=1)
+    dataset_hash: str | None = None
+    """`dataset_hash` of the kind's dataset the run measured; None for records from before
+    it was kept (they match no key, so their models are measured again)."""
+    repetitions: int | None = None
+    """How often each case was run per model."""
+
+    @property
+    def key(self) -> str:
+        return history_key(
+            self.kind, self.model, self.reasoning_effort, self.dataset_hash, self.repetitions
+        )
 
 
-def history_key(kind: RunKind, model: str, effort: ReasoningEffort | None) -> str:
-    """Results measured at another reasoning effort are another model for carrying."""
-    return f"{kind}|{model}|{effort or '-'}"
+def history_key(
+    kind: RunKind,
+    model: str,
+    effort: ReasoningEffort | None,
+    dataset_hash: str | None,
+    repetitions: int | None,
+) -> str:
+    """What summaries may be carried under: the same model at the same reasoning effort,
+    measured on the same dataset content the same number of times. Anything else measured
+    something else (an edited case, other repetitions, another effort)."""
+    return f"{kind}|{model}|{effort or '-'}|{dataset_hash or '-'}|x{repetitions or '-'}"
 
 
 class CommandOutcome(BaseModel):
@@ -117,9 +137,12 @@ def decide_command(
     *,
     now: str,
     case_ids: Mapping[RunKind, Sequence[str]],
+    dataset_hashes: Mapping[RunKind, str],
     credentials: frozenset[str],
 ) -> CommandOutcome:
-    """Every outcome is an event carrying the command id as correlation id."""
+    """Every outcome is an event carrying the command id as correlation id.
+
+    `dataset_hashes` are the `dataset_hash` of each kind's dataset (part of the carry key)."""
     cid = command.command_id
     if isinstance(command, SaveBenchmarkConfig):
         saved = BenchmarkConfigSaved(
@@ -138,7 +161,15 @@ def decide_command(
         )
         return CommandOutcome(events=(_accepted(command, now), override))
     assert isinstance(command, StartRun)
-    return _start_run(state, history, command, now=now, case_ids=case_ids, credentials=credentials)
+    return _start_run(
+        state,
+        history,
+        command,
+        now=now,
+        case_ids=case_ids,
+        dataset_hash=dataset_hashes.get(command.kind),
+        credentials=credentials,
+    )
 
 
 def _start_run(
@@ -148,6 +179,7 @@ def _start_run(
     *,
     now: str,
     case_ids: Mapping[RunKind, Sequence[str]],
+    dataset_hash: str | None,
     credentials: frozenset[str],
 ) -> CommandOutcome:
     cid = command.command_id
@@ -190,11 +222,13 @@ def _start_run(
             force=command.force,
             config=config,
             dataset_size=len(cases),
+            dataset_hash=dataset_hash,
         ),
     ]
     enqueued: list[tuple[str, ReasoningEffort | None]] = []
     for model, effort in models:
-        record = None if command.force else history.get(history_key(command.kind, model, effort))
+        key = history_key(command.kind, model, effort, dataset_hash, reps)
+        record = None if command.force else history.get(key)
         if record is not None:
             events.append(
                 RunModelCarried(

@@ -51,6 +51,8 @@ class RunProgress(BaseModel):
     kind: RunKind | None = None
     config: BenchmarkConfig | None = None
     """The run's config snapshot (from RunStarted)."""
+    dataset_hash: str | None = None
+    """Content hash of the dataset the run measures (from RunStarted)."""
     correlation_id: str | None = None
     started_at: str | None = None
     enqueued: dict[str, ReasoningEffort | None] = {}
@@ -84,6 +86,7 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
             update={
                 "kind": event.kind,
                 "config": event.config,
+                "dataset_hash": event.dataset_hash,
                 "correlation_id": event.correlation_id,
                 "started_at": event.occurred_at,
             }
@@ -229,7 +232,8 @@ def completion_failed(p: RunProgress, error: Exception, *, now: str) -> list[Eve
 
 def measured_records(p: RunProgress) -> list[ModelRecord]:
     """The run's measured (not carried) summaries per model, for carrying into later runs."""
-    assert p.kind is not None
+    assert p.kind is not None and p.config is not None
+    reps = p.config.classifierRepetitions if p.kind == "classifier" else p.config.deciderRepetitions
     # A model that lost cases to dead-lettered jobs was only partly measured: carrying it
     # would freeze the gap into every later run, so it is re-run next time instead.
     lost = {k.split("\x1f", 1)[0] for k in p.dead.keys() - p.outcomes.keys()}
@@ -244,6 +248,8 @@ def measured_records(p: RunProgress) -> list[ModelRecord]:
             reasoning_effort=p.enqueued.get(m),
             run_id=p.run_id,
             summaries=tuple(group),
+            dataset_hash=p.dataset_hash,
+            repetitions=reps,
         )
         for m, group in sorted(by_model.items())
     ]

@@ -67,6 +67,7 @@ class Worker:
         *,
         executor: JobExecutor,
         case_ids: Mapping[RunKind, Sequence[str]],
+        dataset_hashes: Mapping[RunKind, str],
         clock: Callable[[], str] = utc_now,
         app_id: str | None = None,
     ) -> None:
@@ -79,6 +80,7 @@ class Worker:
             self.channels,
             history=self.aggregator.model_history,
             case_ids=case_ids,
+            dataset_hashes=dataset_hashes,
             credentials=frozenset(settings.provider_credentials),
             clock=clock,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from contracts.cases import dataset_hash
 from datasets.loader import load_classifier_cases, load_decider_cases
 from infra.settings import Settings
 from streams.app import Worker
@@ -54,5 +55,9 @@ def build_worker(settings: Settings, *, app_id: str | None = None) -> Worker:
         settings,
         executor=executor,
         case_ids={"classifier": sorted(classifier), "decider": sorted(decider)},
+        dataset_hashes={
+            "classifier": dataset_hash(classifier.values()),
+            "decider": dataset_hash(decider.values()),
+        },
         app_id=app_id,
     )

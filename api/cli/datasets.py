@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from contracts.cases import dataset_hash
 from datasets.loader import DatasetError, load_datasets, load_decider_cases
 from datasets.validate import (
     CLASSIFIER_PER_PAIR,
@@ -83,10 +84,15 @@ def check(
     console = Console()
     data = _load(load_datasets, root, console, as_json)
     report = quota_report(data.classifier, data.decider)
+    # Part of the carry key: a run carries earlier summaries only for the same content.
+    hashes = {"classifier": dataset_hash(data.classifier), "decider": dataset_hash(data.decider)}
     if as_json:
-        typer.echo(json.dumps({"ok": report.ok, **report.model_dump(mode="json")}, indent=2))
+        body = {"ok": report.ok, "dataset_hashes": hashes, **report.model_dump(mode="json")}
+        typer.echo(json.dumps(body, indent=2))
     else:
         _print_report(console, report)
+        for kind, digest in hashes.items():
+            console.print(f"{kind} dataset hash: {digest}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -29,6 +29,9 @@ class RunStarted(EventBase):
     """Snapshot of the live config when the run started; never re-read from live config."""
     dataset_size: int = Field(ge=1)
     """Number of cases in the run's dataset (per model and repetition)."""
+    dataset_hash: str | None = None
+    """Content hash of the run's dataset (`contracts.cases.dataset_hash`); with the
+    repetition count it decides which earlier summaries may be carried."""
 
 
 class RunModelEnqueued(EventBase):

@@ -16,7 +16,7 @@ import faust
 import orjson
 
 from contracts.codec import decode_event
-from contracts.command_decider import ModelRecord, history_key
+from contracts.command_decider import ModelRecord
 from contracts.envelope import EventBase
 from contracts.events import CaseGraded
 from contracts.run_progress import (
@@ -141,8 +141,7 @@ class Aggregator:
         # History before RunCompleted: a client that sees the run done and starts the next
         # one must find these summaries to carry.
         for record in records:
-            key = history_key(record.kind, record.model, record.reasoning_effort)
-            self.history[key] = record.model_dump(mode="json")
+            self.history[record.key] = record.model_dump(mode="json")
         for ev in events:
             await self.channels.send_event(ev)
         done = progress.model_copy(update={"completed": True, "outcomes": {}})

@@ -43,12 +43,14 @@ class CommandAgent:
         *,
         history: Callable[[], Mapping[str, ModelRecord]],
         case_ids: Mapping[RunKind, Sequence[str]],
+        dataset_hashes: Mapping[RunKind, str],
         credentials: frozenset[str],
         clock: Callable[[], str],
     ) -> None:
         self.channels = channels
         self.history = history
         self.case_ids = case_ids
+        self.dataset_hashes = dataset_hashes
         self.credentials = credentials
         self.clock = clock
         schema = json_schema()
@@ -100,6 +102,7 @@ class CommandAgent:
             command,
             now=now,
             case_ids=self.case_ids,
+            dataset_hashes=self.dataset_hashes,
             credentials=self.credentials,
         )
         for ev in outcome.events:

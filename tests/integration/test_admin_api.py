@@ -70,6 +70,7 @@ class FakeWorker:
             command,
             now="2026-06-01T00:00:00.000Z",
             case_ids={"classifier": ["c1", "c2"], "decider": ["d1", "d2"]},
+            dataset_hashes={"classifier": "hc", "decider": "hd"},
             credentials=frozenset({"sim-benchmark"}),
         )
         for ev in outcome.events:

@@ -73,15 +73,22 @@ def summary(model: str, tier: Any = "low", **kw: Any) -> ModelSummary:
     return ModelSummary(**{**base, **kw})
 
 
+HASHES: dict[Any, str] = {"classifier": "hash-c", "decider": "hash-d"}
+"""The datasets' content hashes the worker passes in."""
+
+
 def record(kind: Any, model: str, effort: Any, run: str = "run-0") -> tuple[str, ModelRecord]:
+    """A model measured on today's dataset with `config()`'s repetitions."""
     rec = ModelRecord(
         kind=kind,
         model=model,
         reasoning_effort=effort,
         run_id=run,
         summaries=(summary(model, "low"), summary(model, "high")),
+        dataset_hash=HASHES[kind],
+        repetitions=1 if kind == "classifier" else 2,
     )
-    return history_key(kind, model, effort), rec
+    return rec.key, rec
 
 
 def start(kind: Any = "decider", force: bool = False, cid: str = CID) -> StartRun:
@@ -95,6 +102,7 @@ def decide(
     *,
     credentials: frozenset[str] = CREDENTIALS,
     cases: dict[Any, list[str]] | None = None,
+    hashes: dict[Any, str] | None = None,
 ) -> CommandOutcome:
     return decide_command(
         state if state is not None else AdminState(config=config()),
@@ -102,6 +110,7 @@ def decide(
         command,
         now=NOW,
         case_ids=CASES if cases is None else cases,
+        dataset_hashes=HASHES if hashes is None else hashes,
         credentials=credentials,
     )
 
@@ -328,7 +337,9 @@ def test_carried_vs_enqueued(
     assert isinstance(fan, CaseJobsFannedOut)
     assert fan.expected_results == len(then_enqueued) * n_cases * reps
     for e in carried:
-        source = given_history[history_key(when_kind, e.model, e.reasoning_effort)]  # type: ignore[arg-type]
+        source = next(
+            r for r in given_history.values() if (r.kind, r.model) == (when_kind, e.model)
+        )
         assert e.source_run_id == source.run_id
         assert [s.tier for s in e.summaries] == [s.tier for s in source.summaries]
         assert all(s.carried and s.source_run_id == source.run_id for s in e.summaries)
@@ -336,15 +347,16 @@ def test_carried_vs_enqueued(
 
 def test_carrying_a_carried_summary_keeps_the_measuring_run() -> None:
     measured_in_run0 = summary("sim/d1", carried=True, source_run_id="run-0")
-    history = {
-        history_key("decider", "sim/d1", "low"): ModelRecord(
-            kind="decider",
-            model="sim/d1",
-            reasoning_effort="low",
-            run_id="run-1",
-            summaries=(measured_in_run0,),
-        )
-    }
+    rec = ModelRecord(
+        kind="decider",
+        model="sim/d1",
+        reasoning_effort="low",
+        run_id="run-1",
+        summaries=(measured_in_run0,),
+        dataset_hash=HASHES["decider"],
+        repetitions=2,
+    )
+    history = {rec.key: rec}
     out = decide(start(), history=history)
     carried = next(e for e in out.events if isinstance(e, RunModelCarried))
     assert carried.source_run_id == "run-1"
@@ -405,3 +417,47 @@ def test_evolve_admin_ignores_other_events() -> None:
     state = AdminState(config=config(), classifier_override="sim/c1")
     for e in decide(start()).events:
         assert evolve_admin(state, e) == state
+
+
+# ---------------------------------------------------------------------------- the carry key
+def _dispositions(out: CommandOutcome) -> dict[str, str]:
+    return {
+        e.model: type(e).__name__
+        for e in out.events
+        if isinstance(e, RunModelCarried | RunModelEnqueued)
+    }
+
+
+def test_an_edited_dataset_re_runs_that_kind_only() -> None:
+    history = dict([record("decider", "sim/d1", "low")])
+    history.update([record("classifier", "sim/c1", None)])
+    edited = {**HASHES, "decider": "hash-d-after-an-edit"}
+    decider = decide(start("decider"), history=history, hashes=edited)
+    assert _dispositions(decider)["sim/d1"] == "RunModelEnqueued"
+    started = next(e for e in decider.events if isinstance(e, RunStarted))
+    assert started.dataset_hash == "hash-d-after-an-edit"
+    classifier = decide(start("classifier", cid="cmd-2"), history=history, hashes=edited)
+    assert _dispositions(classifier)["sim/c1"] == "RunModelCarried"
+
+
+def test_other_repetitions_re_run_the_model() -> None:
+    history = dict([record("decider", "sim/d1", "low")])
+    same = decide(start(), history=history)
+    assert _dispositions(same)["sim/d1"] == "RunModelCarried"
+    more = decide(
+        start(cid="cmd-3"), AdminState(config=config(deciderRepetitions=3)), history=history
+    )
+    assert _dispositions(more)["sim/d1"] == "RunModelEnqueued"
+
+
+def test_records_from_before_the_key_carried_no_dataset_are_measured_again() -> None:
+    old = ModelRecord(
+        kind="decider",
+        model="sim/d1",
+        reasoning_effort="low",
+        run_id="run-0",
+        summaries=(summary("sim/d1"),),
+    )
+    out = decide(start(), history={old.key: old})
+    assert _dispositions(out)["sim/d1"] == "RunModelEnqueued"
+    assert history_key("decider", "sim/d1", "low", None, None) == old.key

@@ -24,6 +24,7 @@ from contracts.cases import (
     ExactCheck,
     JsonEqualCheck,
     RegexCheck,
+    dataset_hash,
 )
 from contracts.classification import Classification
 from contracts.decider_grading import run_check
@@ -279,6 +280,28 @@ def test_cli_check_json_fails_naming_each_quota(tmp_path: Path) -> None:
     }
     assert report["decider_total"] == 75
     assert {t["tier"]: t["cases"] for t in report["tiers"]}.keys() == {"low", "medium", "high"}
+
+
+def test_cli_check_json_prints_each_datasets_content_hash(tmp_path: Path) -> None:
+    classifier, decider = synthetic_classifier(), synthetic_decider()
+
+    def hashes(root: Path) -> dict[str, str]:
+        result = CliRunner().invoke(app, ["check", "--json", "--root", str(root)])
+        assert result.exit_code == 0, result.output
+        out: dict[str, str] = json.loads(result.output)["dataset_hashes"]
+        return out
+
+    _write_root(tmp_path / "a", classifier, decider)
+    before = hashes(tmp_path / "a")
+    assert before == {"classifier": dataset_hash(classifier), "decider": dataset_hash(decider)}
+    # One decider case edited: only the decider hash moves (so only decider runs re-measure).
+    edited = [decider[0].model_copy(update={"golden_answer": "edited"}), *decider[1:]]
+    _write_root(tmp_path / "b", classifier, edited)
+    after = hashes(tmp_path / "b")
+    assert after["classifier"] == before["classifier"]
+    assert after["decider"] != before["decider"]
+    # Order and file layout are not content.
+    assert dataset_hash(list(reversed(decider))) == before["decider"]
 
 
 def test_cli_check_text_names_failed_quotas(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.codec import encode_event
+from contracts.command_decider import history_key
 from contracts.config import BenchmarkConfig, DeciderModel
 from contracts.envelope import EventBase
 from contracts.events import (
@@ -351,9 +352,8 @@ def run_logs(draw: st.DrawFn) -> tuple[list[EventBase], list[EventBase]]:
     redelivered = draw(st.permutations(redelivered))
     # A re-executed case: same derived id, different measurements (a retry after a crash),
     # later on the log than the first result; the first by log order stays.
-    for e in draw(
-        st.lists(st.sampled_from([e for e in events if isinstance(e, CaseGraded)]), max_size=3)
-    ):
+    results = [e for e in events if isinstance(e, CaseGraded)]
+    for e in draw(st.lists(st.sampled_from(results), max_size=3)) if results else ():
         redelivered.append(
             e.model_copy(update={"latency_ms": e.latency_ms + 7.0, "cost_usd": None, "score": 0.0})
         )
@@ -434,3 +434,14 @@ def test_a_redelivered_result_that_differs_keeps_the_first_by_log_order(
     assert (kept.score, kept.latency_ms) == (first, 10.0)
     [s] = [s for s in run_summaries(p) if s.model == "sim/cheap"]
     assert (s.accuracy, s.p95_latency_ms) == (first, 10.0)
+
+
+def test_measured_records_carry_the_dataset_hash_and_repetitions_into_the_key() -> None:
+    head = header()
+    head[0] = head[0].model_copy(
+        update={"dataset_hash": "hash-d", "config": config(deciderRepetitions=3)}
+    )
+    records = measured_records(fold([*head, *all_graded()]))
+    assert records and {(r.dataset_hash, r.repetitions) for r in records} == {("hash-d", 3)}
+    r = records[0]
+    assert r.key == history_key("decider", r.model, r.reasoning_effort, "hash-d", 3)
