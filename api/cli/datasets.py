@@ -138,7 +138,8 @@ def _print_report(console: Console, report: QuotaReport) -> None:
     console.print(tiers)
     console.print(
         f"{report.decider_with_reference} of {report.decider_total} decider cases carry a "
-        "reference solution."
+        f"reference solution; {report.decider_with_post_check} change files and are also "
+        "graded on the workspace (hidden post-check)."
     )
     if report.ok:
         console.print("[bold green]All dataset quotas hold.")

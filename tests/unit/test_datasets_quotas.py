@@ -35,6 +35,7 @@ from datasets.validate import (
     DECIDER_PER_TIER,
     DECIDER_TOTAL,
     QuotaReport,
+    answer_in_prompt,
     id_follows_scheme,
     quota_report,
 )
@@ -442,3 +443,139 @@ def test_real_prompts_end_with_the_final_answer_instruction(
     real: tuple[list[ClassifierCase], list[DeciderCase]],
 ) -> None:
     assert all(d.prompt.rstrip().endswith(FINAL_ANSWER_INSTRUCTION) for d in real[1])
+
+
+# --- no expected answer can be read off the prompt ----------------------------------------
+
+
+def _asking(prompt: str, check: dict[str, object], golden: str) -> DeciderCase:
+    return DeciderCase.model_validate(
+        {
+            "id": "debugging-bug_fix-leak",
+            "taskType": "debugging",
+            "subtaskType": "bug_fix",
+            "tier": "low",
+            "prompt": f"{prompt}\n\n{FINAL_ANSWER_INSTRUCTION}",
+            "check": check,
+            "golden_answer": golden,
+        }
+    )
+
+
+LEAKING = [
+    (
+        "exact, stated",
+        "Print the sum (it is 1337) and report it.",
+        {"kind": "exact", "expected": "1337"},
+        "1337",
+    ),
+    (
+        "exact, a line of the prompt",
+        "Report the line it prints:\n`PASS abc123`",
+        {"kind": "exact", "expected": "PASS abc123"},
+        "PASS abc123",
+    ),
+    (
+        # the old kill-slugify-mutants: the goal says K = N, and N is the mutant count
+        "exact, a form filled with the obvious numbers",
+        "Keep improving the tests until every mutant is killed. Report the summary line "
+        "(it has the form `killed K/N`).",
+        {"kind": "exact", "expected": "killed 6/6"},
+        "killed 6/6",
+    ),
+    (
+        "regex",
+        "Which statuses? They are 429, 412 and 413, in that order.",
+        {"kind": "regex", "expected": r"429,\s*412"},
+        "429, 412, 413",
+    ),
+    (
+        "contains_all",
+        "Name the culprit: the parser, in module io.",
+        {"kind": "contains_all", "expected": ["parser", "IO"]},
+        "parser in io",
+    ),
+    (
+        "json_equal",
+        'Given {"b": 2, "a": 1}, answer with that object.',
+        {"kind": "json_equal", "expected": '{"a": 1, "b": 2}'},
+        '{"a": 1, "b": 2}',
+    ),
+    ("json_equal scalar", "It returns 17.", {"kind": "json_equal", "expected": "17"}, "17"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "prompt", "check", "golden"), LEAKING, ids=[x[0] for x in LEAKING]
+)
+def test_answers_readable_off_the_prompt_are_found(
+    name: str, prompt: str, check: dict[str, object], golden: str
+) -> None:
+    assert answer_in_prompt(_asking(prompt, check, golden)) is not None, name
+
+
+NOT_LEAKING = [
+    # a number inside a larger one, or part of a word, is not the answer
+    ("Lines are 1024 bytes; report the count.", {"kind": "exact", "expected": "102"}, "102"),
+    ("Use a 8-digit id; report v8.", {"kind": "exact", "expected": "8"}, "8"),
+    # the form is given, but the digest only the work can produce
+    (
+        "Report the summary line (it has the form `killed K/N <digest>`).",
+        {"kind": "exact", "expected": "killed 6/6 892dd19d6f64"},
+        "killed 6/6 892dd19d6f64",
+    ),
+    (
+        "Answer as `<region> <total>`.",
+        {"kind": "exact", "expected": "South 332.94"},
+        "South 332.94",
+    ),
+    ("Which list? e.g. [1, 2].", {"kind": "json_equal", "expected": "[2, 1]"}, "[2, 1]"),
+]
+
+
+@pytest.mark.parametrize(("prompt", "check", "golden"), NOT_LEAKING)
+def test_answers_that_need_the_work_are_not_flagged(
+    prompt: str, check: dict[str, object], golden: str
+) -> None:
+    assert answer_in_prompt(_asking(prompt, check, golden)) is None
+
+
+def test_a_leaking_answer_breaks_the_quota_report() -> None:
+    classifier, decider = synthetic_classifier(), synthetic_decider()
+    first = decider[0]
+    leaky = first.model_copy(update={"prompt": f"It is {first.golden_answer}. {first.prompt}"})
+    report = quota_report(classifier, [leaky, *decider[1:]])
+    assert rules(report) == {"decider.answer_in_prompt"}
+    assert f"the expected answer of {first.id} can be read off its prompt" in messages(report)
+
+
+def test_no_real_prompt_contains_its_expected_answer(
+    real: tuple[list[ClassifierCase], list[DeciderCase]],
+) -> None:
+    """The plain grep: no prompt holds its expected string (nor a regex match of it)."""
+    found = []
+    for d in real[1]:
+        prompt = d.prompt
+        if isinstance(d.check, RegexCheck):
+            hit = any(re.search(d.check.expected, ln.strip()) for ln in prompt.splitlines())
+        elif isinstance(d.check, ExactCheck | JsonEqualCheck):
+            hit = d.check.expected in prompt or d.golden_answer in prompt
+        else:
+            hit = all(e.lower() in prompt.lower() for e in d.check.expected)
+        if hit:
+            found.append(d.id)
+    assert found == []
+    assert [d.id for d in real[1] if answer_in_prompt(d) is not None] == []
+
+
+def test_cli_check_refuses_an_answer_in_its_prompt(tmp_path: Path) -> None:
+    decider = synthetic_decider()
+    decider[5] = decider[5].model_copy(
+        update={"prompt": f"Report {decider[5].golden_answer}. {FINAL_ANSWER_INSTRUCTION}"}
+    )
+    _write_root(tmp_path, synthetic_classifier(), decider)
+    result = CliRunner().invoke(app, ["check", "--json", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    failures = json.loads(result.stdout)["failures"]
+    assert [f["rule"] for f in failures] == ["decider.answer_in_prompt"]
+    assert decider[5].id in failures[0]["message"]
