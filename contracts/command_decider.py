@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.commands import Command, SaveBenchmarkConfig, SetClassifierOverride, StartRun
-from contracts.config import BenchmarkConfig, RunKind
+from contracts.config import BenchmarkConfig, HarnessName, RunKind
 from contracts.envelope import EventBase
 from contracts.events import (
     BenchmarkConfigSaved,
@@ -53,11 +53,20 @@ class ModelRecord(BaseModel):
     run_id: str
     """The run that measured them."""
     summaries: tuple[ModelSummary, ...] = Field(min_length=1)
+    harness: HarnessName | None = None
+    """Decider records: the harness that measured them (None: builtin, or a classifier)."""
 
 
-def history_key(kind: RunKind, model: str, effort: ReasoningEffort | None) -> str:
-    """Results measured at another reasoning effort are another model for carrying."""
-    return f"{kind}|{model}|{effort or '-'}"
+def history_key(
+    kind: RunKind,
+    model: str,
+    effort: ReasoningEffort | None,
+    harness: HarnessName | None = None,
+) -> str:
+    """Results measured at another reasoning effort, or through another agent harness, are
+    another model for carrying (the builtin harness keeps the historical key)."""
+    key = f"{kind}|{model}|{effort or '-'}"
+    return key if harness in (None, "builtin") else f"{key}|{harness}"
 
 
 class CommandOutcome(BaseModel):
@@ -179,6 +188,7 @@ def _start_run(
     reps = (
         config.classifierRepetitions if command.kind == "classifier" else config.deciderRepetitions
     )
+    harness = config.deciderHarness if command.kind == "decider" else None
     events: list[EventBase] = [
         _accepted(command, now),
         RunStarted(
@@ -194,7 +204,8 @@ def _start_run(
     ]
     enqueued: list[tuple[str, ReasoningEffort | None]] = []
     for model, effort in models:
-        record = None if command.force else history.get(history_key(command.kind, model, effort))
+        key = history_key(command.kind, model, effort, harness)
+        record = None if command.force else history.get(key)
         if record is not None:
             events.append(
                 RunModelCarried(
@@ -229,6 +240,7 @@ def _start_run(
         credential=config.benchmarkIdentity if command.kind == "decider" else None,
         correlation_id=cid,
         max_concurrency=config.maxConcurrency,
+        harness=harness or "builtin",
     )
     events.append(
         CaseJobsFannedOut(

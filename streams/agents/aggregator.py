@@ -141,7 +141,7 @@ class Aggregator:
         # History before RunCompleted: a client that sees the run done and starts the next
         # one must find these summaries to carry.
         for record in records:
-            key = history_key(record.kind, record.model, record.reasoning_effort)
+            key = history_key(record.kind, record.model, record.reasoning_effort, record.harness)
             self.history[key] = record.model_dump(mode="json")
         for ev in events:
             await self.channels.send_event(ev)

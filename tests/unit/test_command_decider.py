@@ -405,3 +405,53 @@ def test_evolve_admin_ignores_other_events() -> None:
     state = AdminState(config=config(), classifier_override="sim/c1")
     for e in decide(start()).events:
         assert evolve_admin(state, e) == state
+
+
+# ---------------------------------------------------------------------------- harness
+def harness_record(model: str, effort: Any, harness: Any) -> tuple[str, ModelRecord]:
+    rec = ModelRecord(
+        kind="decider",
+        model=model,
+        reasoning_effort=effort,
+        run_id=f"run-{harness}",
+        summaries=(summary(model, "low", harness=harness),),
+        harness=harness,
+    )
+    return history_key("decider", model, effort, harness), rec
+
+
+@pytest.mark.parametrize(
+    ("run_harness", "measured_by", "then_carried"),
+    [
+        ("builtin", "builtin", ["sim/d1"]),
+        ("kilo", "kilo", ["sim/d1"]),
+        ("kilo", "builtin", []),
+        ("mini-swe-agent", "kilo", []),
+        ("builtin", "kilo", []),
+    ],
+)
+def test_results_carry_only_within_the_harness_that_measured_them(
+    run_harness: Any, measured_by: Any, then_carried: list[str]
+) -> None:
+    history = dict([harness_record("sim/d1", "low", measured_by)])
+    state = AdminState(config=config(deciderHarness=run_harness))
+    out = decide(start(), state, history)
+    carried = [e.model for e in out.events if isinstance(e, RunModelCarried)]
+    assert carried == then_carried
+    assert out.jobs and {j.harness for j in out.jobs} == {run_harness}
+    started = next(e for e in out.events if e.type == "RunStarted")
+    assert started.config.deciderHarness == run_harness  # type: ignore[attr-defined]
+
+
+def test_builtin_keeps_the_historical_carry_key() -> None:
+    assert history_key("decider", "sim/d1", "low", "builtin") == history_key(
+        "decider", "sim/d1", "low"
+    )
+    assert history_key("decider", "sim/d1", "low", "kilo") != history_key(
+        "decider", "sim/d1", "low"
+    )
+
+
+def test_classifier_jobs_never_name_an_agent_cli() -> None:
+    out = decide(start("classifier"), AdminState(config=config(deciderHarness="kilo")))
+    assert out.jobs and {j.harness for j in out.jobs} == {"builtin"}

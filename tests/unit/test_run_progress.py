@@ -63,6 +63,7 @@ def header(
     reps: int = 1,
     carried: Sequence[RunModelCarried] = (),
     n_cases: int = len(CASES),
+    harness: Any = "builtin",
 ) -> list[Any]:  # events; Any so `header() + results` type-checks
     evs: list[EventBase] = [
         RunStarted(
@@ -72,7 +73,7 @@ def header(
             run_id=RUN,
             kind=kind,
             force=False,
-            config=config(),
+            config=config(deciderHarness=harness),
             dataset_size=n_cases,
         )
     ]
@@ -434,3 +435,16 @@ def test_a_redelivered_result_that_differs_keeps_the_first_by_log_order(
     assert (kept.score, kept.latency_ms) == (first, 10.0)
     [s] = [s for s in run_summaries(p) if s.model == "sim/cheap"]
     assert (s.accuracy, s.p95_latency_ms) == (first, 10.0)
+
+
+def test_a_kilo_run_names_its_harness_on_summaries_records_and_cells() -> None:
+    p = fold(header(harness="kilo") + all_graded())
+    assert {s.harness for s in run_summaries(p)} == {"kilo"}
+    assert {r.harness for r in measured_records(p)} == {"kilo"}
+    table = completion_events(p, now=LATER)[-2].table  # type: ignore[attr-defined]
+    assert {c.harness for t in TIERS for c in table.tiers[t]} == {"kilo"}
+
+
+def test_classifier_summaries_name_no_harness() -> None:
+    p = fold(header("classifier") + all_graded(kind="classifier"))
+    assert {s.harness for s in run_summaries(p)} == {None}
