@@ -195,6 +195,7 @@ def restored_paths(files: Mapping[str, str], entries: Sequence[str]) -> list[str
         if any(path == e or (e.endswith("/") and path.startswith(e)) for e in entries)
     )
 
+
 def dataset_hash(cases: Iterable[ClassifierCase] | Iterable[DeciderCase]) -> str:
     """Content hash of a whole dataset: every field of every case, in id order, so editing,
     adding or removing any case changes it (and file layout or order does not)."""

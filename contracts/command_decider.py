@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.commands import Command, SaveBenchmarkConfig, SetClassifierOverride, StartRun
-from contracts.config import BenchmarkConfig, RunKind
+from contracts.config import BenchmarkConfig, HarnessName, RunKind
 from contracts.envelope import EventBase
 from contracts.events import (
     BenchmarkConfigSaved,
@@ -59,11 +59,18 @@ class ModelRecord(BaseModel):
     it was kept (they match no key, so their models are measured again)."""
     repetitions: int | None = None
     """How often each case was run per model."""
+    harness: HarnessName | None = None
+    """Decider records: the harness that measured them (None: builtin, or a classifier)."""
 
     @property
     def key(self) -> str:
         return history_key(
-            self.kind, self.model, self.reasoning_effort, self.dataset_hash, self.repetitions
+            self.kind,
+            self.model,
+            self.reasoning_effort,
+            self.dataset_hash,
+            self.repetitions,
+            self.harness,
         )
 
 
@@ -73,11 +80,14 @@ def history_key(
     effort: ReasoningEffort | None,
     dataset_hash: str | None,
     repetitions: int | None,
+    harness: HarnessName | None = None,
 ) -> str:
     """What summaries may be carried under: the same model at the same reasoning effort,
-    measured on the same dataset content the same number of times. Anything else measured
-    something else (an edited case, other repetitions, another effort)."""
-    return f"{kind}|{model}|{effort or '-'}|{dataset_hash or '-'}|x{repetitions or '-'}"
+    measured on the same dataset content the same number of times, through the same agent
+    harness. Anything else measured something else (an edited case, other repetitions,
+    another effort, another harness; the builtin harness adds nothing to the key)."""
+    key = f"{kind}|{model}|{effort or '-'}|{dataset_hash or '-'}|x{repetitions or '-'}"
+    return key if harness in (None, "builtin") else f"{key}|{harness}"
 
 
 class CommandOutcome(BaseModel):
@@ -211,6 +221,7 @@ def _start_run(
     reps = (
         config.classifierRepetitions if command.kind == "classifier" else config.deciderRepetitions
     )
+    harness = config.deciderHarness if command.kind == "decider" else None
     events: list[EventBase] = [
         _accepted(command, now),
         RunStarted(
@@ -227,7 +238,7 @@ def _start_run(
     ]
     enqueued: list[tuple[str, ReasoningEffort | None]] = []
     for model, effort in models:
-        key = history_key(command.kind, model, effort, dataset_hash, reps)
+        key = history_key(command.kind, model, effort, dataset_hash, reps, harness)
         record = None if command.force else history.get(key)
         if record is not None:
             events.append(
@@ -263,6 +274,7 @@ def _start_run(
         credential=config.benchmarkIdentity if command.kind == "decider" else None,
         correlation_id=cid,
         max_concurrency=config.maxConcurrency,
+        harness=harness or "builtin",
     )
     events.append(
         CaseJobsFannedOut(

@@ -7,7 +7,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.config import RunKind
+from contracts.config import HarnessName, RunKind
 from contracts.ids import case_job_id
 from contracts.taxonomy import ReasoningEffort
 
@@ -38,6 +38,8 @@ class CaseJob(BaseModel):
     """1 for the first delivery; retries re-send the job with attempt + 1."""
     correlation_id: str | None = None
     """The StartRun command's id."""
+    harness: HarnessName = "builtin"
+    """Who drives the decider cases (the run snapshot's deciderHarness)."""
 
 
 def chunked(case_ids: Sequence[str], size: int = CHUNK_SIZE) -> list[tuple[str, ...]]:
@@ -56,6 +58,7 @@ def plan_jobs(
     correlation_id: str | None,
     max_concurrency: int = 4,
     chunk_size: int = CHUNK_SIZE,
+    harness: HarnessName = "builtin",
 ) -> list[CaseJob]:
     """Deterministic fan-out: the same inputs always give the same jobs (ids included), so a
     re-driven run re-creates exactly the jobs it lost."""
@@ -73,6 +76,7 @@ def plan_jobs(
             credential=credential,
             correlation_id=correlation_id,
             max_concurrency=max_concurrency,
+            harness=harness,
         )
         for rep in range(repetitions)
         for model, effort in models

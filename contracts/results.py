@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.config import HarnessName
 from contracts.taxonomy import Tier
 
 
@@ -46,3 +47,6 @@ class ModelSummary(BaseModel):
     """True when copied from an earlier run instead of measured in this one."""
     source_run_id: str | None = None
     """For carried summaries: the run that measured them."""
+    harness: HarnessName | None = None
+    """Decider summaries: the agent harness that measured them (None for classifier runs
+    and for decider summaries recorded before harnesses were named: builtin)."""

@@ -74,6 +74,7 @@ def rank_tier(summaries: Sequence[ModelSummary], config: BenchmarkConfig) -> lis
                 p95LatencyMs=s.p95_latency_ms,
                 graded=s.graded,
                 meetsThreshold=_meets(s, config),
+                harness=s.harness or config.deciderHarness,
             )
         )
     above = sorted(

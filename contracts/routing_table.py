@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.config import HarnessName
 from contracts.taxonomy import ReasoningEffort, Tier
 
 
@@ -20,6 +21,8 @@ class RoutingCandidate(BaseModel):
     p95LatencyMs: float | None = None
     graded: int = Field(ge=1)
     meetsThreshold: bool
+    harness: HarnessName = "builtin"
+    """The agent harness that measured this cell (builtin, kilo, mini-swe-agent)."""
     """Whether it clears minAccuracy under the table's acceptance mode."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from contracts.command_decider import ModelRecord
-from contracts.config import BenchmarkConfig, RunKind
+from contracts.config import BenchmarkConfig, HarnessName, RunKind
 from contracts.envelope import EventBase
 from contracts.events import (
     CaseGraded,
@@ -124,9 +124,23 @@ def is_complete(p: RunProgress) -> bool:
     )
 
 
+def run_harness(p: RunProgress) -> HarnessName | None:
+    """The agent harness of a decider run's snapshot (None for classifier runs)."""
+    return p.config.deciderHarness if p.config is not None and p.kind == "decider" else None
+
+
+def _measured(p: RunProgress) -> list[ModelSummary]:
+    """This run's own summaries, each naming the harness that measured it."""
+    harness = run_harness(p)
+    measured = summarize(p.outcomes.values())
+    if harness is None:
+        return measured
+    return [s.model_copy(update={"harness": harness}) for s in measured]
+
+
 def run_summaries(p: RunProgress) -> list[ModelSummary]:
     """Measured summaries, plus carried ones of models this run did not measure."""
-    measured = summarize(p.outcomes.values())
+    measured = _measured(p)
     seen = {s.model for s in measured}
     carried = [s for m, group in p.carried.items() if m not in seen for s in group]
     return measured + carried
@@ -238,7 +252,7 @@ def measured_records(p: RunProgress) -> list[ModelRecord]:
     # would freeze the gap into every later run, so it is re-run next time instead.
     lost = {k.split("\x1f", 1)[0] for k in p.dead.keys() - p.outcomes.keys()}
     by_model: dict[str, list[ModelSummary]] = {}
-    for s in summarize(p.outcomes.values()):
+    for s in _measured(p):
         if s.model not in lost:
             by_model.setdefault(s.model, []).append(s)
     return [
@@ -250,6 +264,7 @@ def measured_records(p: RunProgress) -> list[ModelRecord]:
             summaries=tuple(group),
             dataset_hash=p.dataset_hash,
             repetitions=reps,
+            harness=run_harness(p),
         )
         for m, group in sorted(by_model.items())
     ]

@@ -46,6 +46,7 @@ def _snapshot(c: BenchmarkConfig) -> tuple[Any, ...]:
         c.classifierMaxP95LatencyMs,
         c.acceptance,
         c.benchmarkIdentity,
+        c.deciderHarness,
     )
 
 
@@ -216,6 +217,7 @@ def _summarized(e: ModelSummarized) -> list[Row]:
                 s.carried,
                 s.source_run_id,
                 e.occurred_at,
+                s.harness,
             ),
         )
     ]
@@ -259,6 +261,7 @@ def _published(e: RoutingTablePublished) -> list[Row]:
                         c.p95LatencyMs,
                         c.graded,
                         c.meetsThreshold,
+                        c.harness,
                     ),
                 )
             )

@@ -8,7 +8,7 @@ folds from the event log. A routing table is `contracts.RoutingTable` everywhere
 
 - routing_tables(version, run_id, published_at, min_accuracy, switch_cost_factor, acceptance)
 - routing_table_candidates(version, tier, rank, model, reasoning_effort, accuracy,
-  accuracy_lower_bound, avg_cost_usd, p95_latency_ms, graded, meets_threshold)
+  accuracy_lower_bound, avg_cost_usd, p95_latency_ms, graded, meets_threshold, harness)
 - classifier_winners(run_id, model, accuracy, avg_cost_usd, p95_latency_ms, reason,
   published_at)
 - classifier_overrides(event_id, set_at, model)
@@ -119,6 +119,7 @@ def table_of(head: dict[str, Any], candidates: Sequence[dict[str, Any]]) -> Rout
                 p95LatencyMs=c["p95_latency_ms"],
                 graded=c["graded"],
                 meetsThreshold=c["meets_threshold"],
+                harness=c.get("harness") or "builtin",
             )
         )
     return RoutingTable(
@@ -148,6 +149,7 @@ def config_of(
         classifierMaxP95LatencyMs=head["classifier_max_p95_latency_ms"],
         acceptance=head["acceptance"],
         benchmarkIdentity=head["benchmark_identity"],
+        deciderHarness=head.get("decider_harness") or "builtin",
     )
 
 
@@ -228,7 +230,7 @@ class PostgresReadModel:
             return None
         candidates = await self._all(
             "select tier, rank, model, reasoning_effort, accuracy, accuracy_lower_bound,"
-            " avg_cost_usd, p95_latency_ms, graded, meets_threshold"
+            " avg_cost_usd, p95_latency_ms, graded, meets_threshold, harness"
             " from routing_table_candidates where version = %s order by tier, rank",
             (version,),
         )
@@ -361,6 +363,8 @@ class PostgresReadModel:
         if not rows:
             return None
         run = _jsonable(rows[0])
+        harness = await self._one("select decider_harness from runs where run_id = %s", (run_id,))
+        run["decider_harness"] = harness["decider_harness"] if harness else "builtin"
         run["models"] = [
             _jsonable(r)
             for r in await self._all(
@@ -373,7 +377,7 @@ class PostgresReadModel:
             _jsonable(r)
             for r in await self._all(
                 "select model, tier, accuracy, accuracy_lower_bound, graded, avg_cost_usd,"
-                " p95_latency_ms, timeouts, carried, source_run_id from model_summaries"
+                " p95_latency_ms, timeouts, carried, source_run_id, harness from model_summaries"
                 " where run_id = %s"
                 " order by model, case tier when 'low' then 0 when 'medium' then 1 else 2 end",
                 (run_id,),

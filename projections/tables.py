@@ -39,6 +39,7 @@ _SNAPSHOT = (
     "classifier_max_p95_latency_ms",
     "acceptance",
     "benchmark_identity",
+    "decider_harness",
 )
 
 _CLS = (
@@ -177,6 +178,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "carried",
             "source_run_id",
             "occurred_at",
+            "harness",
         ),
         ("run_id", "model", "tier"),
     ),
@@ -213,6 +215,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "p95_latency_ms",
             "graded",
             "meets_threshold",
+            "harness",
         ),
         ("version", "tier", "rank"),
         parent="routing_tables",

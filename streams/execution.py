@@ -16,15 +16,15 @@ from contracts.events.cases import ANSWER_EXCERPT_MAX, DIAGNOSTIC_VALUE_MAX
 from contracts.ids import case_result_id
 from contracts.jobs import CaseJob
 from contracts.tiers import derive_tier
-from datasets.verify import run_post_check
+from datasets.verify import PostCheckRun, run_post_check
 from infra.classifier_call import call_classifier
 from infra.clock import utc_now
 from infra.provider.client import ProviderClient
-from infra.provider.errors import ProviderError
 from infra.settings import Settings
 from streams.app import Emit
+from streams.cli_job import CliSandboxFactory, cli_job, settings_secrets
 from streams.docker_sandbox import DockerSandbox
-from streams.harness import BuiltinHarness, Harness
+from streams.harness import BuiltinHarness, Harness, HarnessResult
 from streams.sandbox import Sandbox
 
 log = logging.getLogger("provenroute.execution")
@@ -47,6 +47,7 @@ class CaseExecutor:
         decider_cases: Mapping[str, DeciderCase],
         sandbox_factory: SandboxFactory | None = None,
         harness_factory: Callable[[ProviderClient], Harness] | None = None,
+        cli_sandbox_factory: CliSandboxFactory | None = None,
         clock: Callable[[], str] = utc_now,
         classifier_timeout_s: float | None = None,
     ) -> None:
@@ -56,9 +57,8 @@ class CaseExecutor:
         self.sandbox_factory = sandbox_factory or (
             lambda key: DockerSandbox(key, image=settings.docker_image)
         )
-        secrets = [settings.provider_api_key.get_secret_value()] + [
-            s.get_secret_value() for s in settings.provider_credentials.values()
-        ]
+        secrets = settings_secrets(settings)
+        self.cli_sandbox_factory = cli_sandbox_factory
         self.harness_factory = harness_factory or (
             lambda provider: BuiltinHarness(
                 provider, redact=secrets, call_timeout_s=settings.provider_timeout_s
@@ -134,66 +134,100 @@ class CaseExecutor:
     async def _decider_job(self, job: CaseJob, cases: list[DeciderCase], emit: Emit) -> None:
         if not cases:
             return
+        if job.harness != "builtin":
+            async with cli_job(
+                self.settings,
+                job_key=job.job_id,
+                harness=job.harness,
+                model=job.model,
+                reasoning_effort=job.reasoning_effort,
+                credential=job.credential,
+                sandbox_factory=self.cli_sandbox_factory,
+            ) as (cli_harness, cli_sandbox):
+                await self._run_cases(
+                    job, cases, cli_harness, cli_sandbox, emit, time.perf_counter()
+                )
+            return
         harness = self.harness_factory(self.provider(job.credential))
         sandbox = self.sandbox_factory(job.job_id)
         t_job = time.perf_counter()
         try:
             await sandbox.start()
-            # Per-job diagnostics repeated on each of its cases (the benchmark dedupes them
-            # by job id): container create + start + warm-up.
-            start_ms = getattr(sandbox, "start_ms", None)
-            # Cases run serially in the job's container: each gets a clean workspace.
-            for case in cases:
-                result = await harness.run_case(
-                    case,
-                    sandbox,
-                    model=job.model,
-                    reasoning_effort=job.reasoning_effort,
-                    rep=job.rep,
-                )
-                # Tasks that change files are graded on the workspace too: the hidden
-                # post-check runs in this container now that the agent has finished.
-                post = await run_post_check(sandbox, case) if case.post_check is not None else None
-                check = grade_decider_case(case, result.answer, post) if result.answer else None
-                passed = bool(check and check.passed)
-                await emit(
-                    CaseGraded(
-                        event_id=case_result_id(job.run_id, job.model, case.id, job.rep),
-                        occurred_at=self.clock(),
-                        correlation_id=job.correlation_id,
-                        run_id=job.run_id,
-                        kind="decider",
-                        model=job.model,
-                        case_id=case.id,
-                        rep=job.rep,
-                        tier=case.tier,
-                        score=1.0 if passed else 0.0,
-                        latency_ms=result.latency_ms,
-                        cost_usd=result.cost_usd,
-                        timed_out=result.timed_out,
-                        answer_excerpt=result.answer[:ANSWER_EXCERPT_MAX] or None,
-                        diagnostics=_diag(
-                            stop_reason=result.stop_reason,
-                            steps=result.steps,
-                            attempts=result.attempts,
-                            check=check.detail if check else "no answer",
-                            post_check=(None if post is None else grade_post_check(post).detail),
-                            transcript_tail=result.transcript_tail[-400:],
-                            model_latency_ms=round(result.model_latency_ms, 1),
-                            job_attempt=job.attempt,
-                            tool_calls=result.tool_calls,
-                            tool_exec_ms=round(result.tool_exec_ms, 1),
-                            tool_wall_ms=round(result.tool_wall_ms, 1),
-                            reset_ms=round(result.reset_ms, 1),
-                            container_start_ms=(
-                                round(start_ms, 1) if isinstance(start_ms, int | float) else None
-                            ),
-                            job_elapsed_ms=round((time.perf_counter() - t_job) * 1000.0, 1),
-                        ),
-                        job_id=job.job_id,
-                    )
-                )
-        except ProviderError:
-            raise
+            await self._run_cases(job, cases, harness, sandbox, emit, t_job)
         finally:
             await sandbox.close()
+
+    async def _run_cases(
+        self,
+        job: CaseJob,
+        cases: list[DeciderCase],
+        harness: Harness,
+        sandbox: Sandbox,
+        emit: Emit,
+        t_job: float,
+    ) -> None:
+        """Cases run serially in the job's (started) container: each gets a clean workspace."""
+        # Per-job diagnostics repeated on each of its cases (the benchmark dedupes them by
+        # job id): container create + start + warm-up.
+        start_ms = getattr(sandbox, "start_ms", None)
+        for case in cases:
+            result = await harness.run_case(
+                case,
+                sandbox,
+                model=job.model,
+                reasoning_effort=job.reasoning_effort,
+                rep=job.rep,
+            )
+            # Tasks that change files are graded on the workspace too: the hidden
+            # post-check runs in this container now that the agent has finished.
+            post = await run_post_check(sandbox, case) if case.post_check is not None else None
+            await emit(self._graded(job, case, result, post, start_ms, t_job))
+
+    def _graded(
+        self,
+        job: CaseJob,
+        case: DeciderCase,
+        result: HarnessResult,
+        post: PostCheckRun | None,
+        start_ms: object,
+        t_job: float,
+    ) -> CaseGraded:
+        check = grade_decider_case(case, result.answer, post) if result.answer else None
+        passed = bool(check and check.passed)
+        return CaseGraded(
+            event_id=case_result_id(job.run_id, job.model, case.id, job.rep),
+            occurred_at=self.clock(),
+            correlation_id=job.correlation_id,
+            run_id=job.run_id,
+            kind="decider",
+            model=job.model,
+            case_id=case.id,
+            rep=job.rep,
+            tier=case.tier,
+            score=1.0 if passed else 0.0,
+            latency_ms=result.latency_ms,
+            cost_usd=result.cost_usd,
+            timed_out=result.timed_out,
+            answer_excerpt=result.answer[:ANSWER_EXCERPT_MAX] or None,
+            diagnostics=_diag(
+                harness=result.harness,
+                stop_reason=result.stop_reason,
+                steps=result.steps,
+                attempts=result.attempts,
+                check=check.detail if check else "no answer",
+                post_check=(None if post is None else grade_post_check(post).detail),
+                transcript_tail=result.transcript_tail[-400:],
+                model_latency_ms=round(result.model_latency_ms, 1),
+                job_attempt=job.attempt,
+                tool_calls=result.tool_calls,
+                tool_exec_ms=round(result.tool_exec_ms, 1),
+                tool_wall_ms=round(result.tool_wall_ms, 1),
+                reset_ms=round(result.reset_ms, 1),
+                cli_ms=round(result.cli_ms, 1) if result.harness != "builtin" else None,
+                container_start_ms=(
+                    round(start_ms, 1) if isinstance(start_ms, int | float) else None
+                ),
+                job_elapsed_ms=round((time.perf_counter() - t_job) * 1000.0, 1),
+            ),
+            job_id=job.job_id,
+        )

@@ -159,7 +159,16 @@ async def _print_table(console: Console, t: RoutingTable, read: PostgresReadMode
         f"{t.acceptance})"
     )
     grid = Table(
-        "tier", "#", "model", "effort", "accuracy", "$/case", "p95 ms", "graded", "provenance"
+        "tier",
+        "#",
+        "model",
+        "effort",
+        "harness",
+        "accuracy",
+        "$/case",
+        "p95 ms",
+        "graded",
+        "provenance",
     )
     for tier in TIERS:
         for rank, c in enumerate(t.tiers.get(tier, ()), start=1):
@@ -174,6 +183,7 @@ async def _print_table(console: Console, t: RoutingTable, read: PostgresReadMode
                 str(rank),
                 c.model,
                 c.reasoningEffort,
+                c.harness,
                 f"{c.accuracy:.3f}" + ("" if c.meetsThreshold else " (below)"),
                 f"{c.avgCostUsd:.6f}",
                 "-" if c.p95LatencyMs is None else f"{c.p95LatencyMs:.0f}",

@@ -308,6 +308,7 @@ def print_outcome(
             "p95 ms",
             "timeouts",
             "carried",
+            "harness",
         ):
             t.add_column(col)
         for s in summaries:
@@ -321,6 +322,7 @@ def print_outcome(
                 "-" if s.p95_latency_ms is None else f"{s.p95_latency_ms:.0f}",
                 str(s.timeouts),
                 "yes" if s.carried else "",
+                s.harness or "",
             )
         console.print(t)
     if table is not None:
@@ -354,6 +356,7 @@ def print_routing_table(table: RoutingTable) -> None:
         "lower bound",
         "avg cost $",
         "meets",
+        "harness",
     ):
         t.add_column(col)
     for tier in ("low", "medium", "high"):
@@ -367,5 +370,6 @@ def print_routing_table(table: RoutingTable) -> None:
                 f"{c.accuracyLowerBound:.3f}",
                 f"{c.avgCostUsd:.6f}",
                 "yes" if c.meetsThreshold else "no",
+                c.harness,
             )
     console.print(t)

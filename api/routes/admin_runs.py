@@ -67,12 +67,16 @@ class SummaryRow(BaseModel):
     timeouts: int
     carried: bool
     source_run_id: str | None
+    harness: str | None = None
+    """Decider summaries: the agent harness that measured them."""
 
 
 class RunDetail(RunRow):
     min_accuracy: float
     switch_cost_factor: float
     acceptance: str
+    decider_harness: str = "builtin"
+    """The run snapshot's agent harness (decider runs)."""
     models: list[RunModelRow]
     summaries: list[SummaryRow]
 

@@ -25,9 +25,12 @@ SCALARS = (
     "classifierMaxP95LatencyMs",
     "acceptance",
     "benchmarkIdentity",
+    "deciderHarness",
 )
 OPTIONAL = ("classifierMaxP95LatencyMs", "benchmarkIdentity")
 """Left blank, these are null (no latency budget / no identity)."""
+DEFAULTED = ("deciderHarness",)
+"""Left blank (or absent, from an older page), these take the config's default."""
 SPARE_DECIDER_ROWS = 2
 
 HINTS: dict[str, str] = {
@@ -41,6 +44,8 @@ HINTS: dict[str, str] = {
     "classifierRepetitions": "1–5 replays of each classifier case per model.",
     "deciderRepetitions": "1–5 runs of each decider case per model.",
     "classifierMaxP95LatencyMs": "Milliseconds, 1–600000; blank for no latency budget.",
+    "deciderHarness": "Who drives decider cases: the built-in tool loop, or a real agent CLI "
+    "(Kilo, mini-swe-agent) in the network-less container. Each is measured separately.",
     "benchmarkIdentity": "Name of the provider credential decider runs use and are billed to "
     "(the secret stays in the server's settings). Decider runs need one.",
 }
@@ -114,6 +119,8 @@ def parse_form(fields: Mapping[str, str]) -> tuple[ConfigForm, BenchmarkConfig |
         v = form.values[k]
         if v == "" and k in OPTIONAL:
             data[k] = None
+        elif v == "" and k in DEFAULTED:
+            continue
         else:
             data[k] = v
     try:

@@ -461,3 +461,52 @@ def test_records_from_before_the_key_carried_no_dataset_are_measured_again() -> 
     out = decide(start(), history={old.key: old})
     assert _dispositions(out)["sim/d1"] == "RunModelEnqueued"
     assert history_key("decider", "sim/d1", "low", None, None) == old.key
+
+
+# ---------------------------------------------------------------------------- harness
+def harness_record(model: str, effort: Any, harness: Any) -> tuple[str, ModelRecord]:
+    rec = ModelRecord(
+        kind="decider",
+        model=model,
+        reasoning_effort=effort,
+        run_id=f"run-{harness}",
+        summaries=(summary(model, "low", harness=harness),),
+        dataset_hash=HASHES["decider"],
+        repetitions=2,
+        harness=harness,
+    )
+    return rec.key, rec
+
+
+@pytest.mark.parametrize(
+    ("run_harness", "measured_by", "then_carried"),
+    [
+        ("builtin", "builtin", ["sim/d1"]),
+        ("kilo", "kilo", ["sim/d1"]),
+        ("kilo", "builtin", []),
+        ("mini-swe-agent", "kilo", []),
+        ("builtin", "kilo", []),
+    ],
+)
+def test_results_carry_only_within_the_harness_that_measured_them(
+    run_harness: Any, measured_by: Any, then_carried: list[str]
+) -> None:
+    history = dict([harness_record("sim/d1", "low", measured_by)])
+    state = AdminState(config=config(deciderHarness=run_harness))
+    out = decide(start(), state, history)
+    carried = [e.model for e in out.events if isinstance(e, RunModelCarried)]
+    assert carried == then_carried
+    assert out.jobs and {j.harness for j in out.jobs} == {run_harness}
+    started = next(e for e in out.events if e.type == "RunStarted")
+    assert started.config.deciderHarness == run_harness  # type: ignore[attr-defined]
+
+
+def test_builtin_adds_nothing_to_the_carry_key() -> None:
+    plain = history_key("decider", "sim/d1", "low", "hash-d", 2)
+    assert history_key("decider", "sim/d1", "low", "hash-d", 2, "builtin") == plain
+    assert history_key("decider", "sim/d1", "low", "hash-d", 2, "kilo") != plain
+
+
+def test_classifier_jobs_never_name_an_agent_cli() -> None:
+    out = decide(start("classifier"), AdminState(config=config(deciderHarness="kilo")))
+    assert out.jobs and {j.harness for j in out.jobs} == {"builtin"}

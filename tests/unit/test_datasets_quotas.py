@@ -8,6 +8,7 @@ these tests hold whatever state the real data is in; the `real_*` tests pin the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from itertools import cycle
 from pathlib import Path

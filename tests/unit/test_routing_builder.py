@@ -344,3 +344,17 @@ def test_ranking_properties(raw: list[ModelSummary], acceptance: str, rnd: Any) 
         assert isinstance(result, PublishSkipped) and result.empty_tiers == empty
     else:
         assert isinstance(result, RoutingTable)
+
+
+@pytest.mark.parametrize("harness", ["builtin", "kilo", "mini-swe-agent"])
+def test_each_cell_names_the_harness_that_measured_it(harness: str) -> None:
+    table = build(all_tiers(harness=harness), deciderHarness=harness)
+    assert isinstance(table, RoutingTable)
+    cells = [c for tier in TIERS for c in table.tiers[tier]]
+    assert cells and {c.harness for c in cells} == {harness}
+
+
+def test_a_summary_without_a_harness_is_the_runs_harness() -> None:
+    table = build(all_tiers(), deciderHarness="kilo")
+    assert isinstance(table, RoutingTable)
+    assert {c.harness for tier in TIERS for c in table.tiers[tier]} == {"kilo"}

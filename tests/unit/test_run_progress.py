@@ -64,6 +64,7 @@ def header(
     reps: int = 1,
     carried: Sequence[RunModelCarried] = (),
     n_cases: int = len(CASES),
+    harness: Any = "builtin",
 ) -> list[Any]:  # events; Any so `header() + results` type-checks
     evs: list[EventBase] = [
         RunStarted(
@@ -73,7 +74,7 @@ def header(
             run_id=RUN,
             kind=kind,
             force=False,
-            config=config(),
+            config=config(deciderHarness=harness),
             dataset_size=n_cases,
         )
     ]
@@ -445,3 +446,16 @@ def test_measured_records_carry_the_dataset_hash_and_repetitions_into_the_key() 
     assert records and {(r.dataset_hash, r.repetitions) for r in records} == {("hash-d", 3)}
     r = records[0]
     assert r.key == history_key("decider", r.model, r.reasoning_effort, "hash-d", 3)
+
+
+def test_a_kilo_run_names_its_harness_on_summaries_records_and_cells() -> None:
+    p = fold(header(harness="kilo") + all_graded())
+    assert {s.harness for s in run_summaries(p)} == {"kilo"}
+    assert {r.harness for r in measured_records(p)} == {"kilo"}
+    table = completion_events(p, now=LATER)[-2].table  # type: ignore[attr-defined]
+    assert {c.harness for t in TIERS for c in table.tiers[t]} == {"kilo"}
+
+
+def test_classifier_summaries_name_no_harness() -> None:
+    p = fold(header("classifier") + all_graded(kind="classifier"))
+    assert {s.harness for s in run_summaries(p)} == {None}

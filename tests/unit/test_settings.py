@@ -94,8 +94,11 @@ def test_the_compose_environment_starts_once_its_required_secrets_are_given(
             value,
         )
 
-    for name, value in compose["services"]["api"]["environment"].items():
-        production.setenv(name, interpolate(str(value)))
-    s = Settings()
-    assert s.internal_secret.get_secret_value() == REAL["PROVENROUTE_INTERNAL_SECRET"]
-    assert set(s.provider_credentials) == {"bench"}
+    services = [n for n in compose["services"] if n.startswith(("api", "worker"))]
+    assert {"api-1", "api-2", "worker"} <= set(services)
+    for service in services:
+        for name, value in compose["services"][service]["environment"].items():
+            production.setenv(name, interpolate(str(value)))
+        s = Settings()
+        assert s.internal_secret.get_secret_value() == REAL["PROVENROUTE_INTERNAL_SECRET"], service
+        assert set(s.provider_credentials) == {"bench"}, service
