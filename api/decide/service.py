@@ -49,6 +49,14 @@ decision_log = logging.getLogger("provenroute.decide.decisions")
 serve` does) and the line skips the logging machinery: no LogRecord, no per-line flush."""
 
 
+# Kept over a library on purpose (issue 12.8). Measured with `python -m bench.decide
+# --rates 2000,3000 --seconds 5 --step 0` on the shared 2-core machine, three alternating
+# runs each: python-json-logger 4.2 (OrjsonFormatter) behind a QueueHandler/QueueListener,
+# records built with makeLogRecord (no caller lookup), cost 172-208 us of server CPU per
+# request against 118-151 us with this handler (+45 % or more: the listener thread wakes
+# for every record and contends for the GIL), and sustained 1,640-2,417 req/s at a 3,000
+# target against 2,683-2,747 (-10 % to -40 %). In isolation the library path costs about
+# 11.5 us of CPU per line against 1.3-2.9 us here.
 class JsonLinesHandler(logging.Handler):
     """Writes each message as one line to a binary stream, buffered: a batch is flushed
     when it reaches `max_bytes` or `interval_s` after its first line (on the running event
