@@ -235,11 +235,15 @@ class Pipeline:
             **self.worker_env_extra,
         }
 
-    def start_worker(self) -> ChildProcess:
+    def start_worker(self, **env: str) -> ChildProcess:
+        """A worker process; `env` adds variables (e.g. PROVENROUTE_FAULT) to this one."""
         # cwd is the test's tmp dir: Faust writes its data dir into the working directory.
         n = len(self.workers)
         proc = ChildProcess(
-            f"worker-{n}", _cli("worker", "--loglevel", "info"), self.worker_env(), self.workdir
+            f"worker-{n}",
+            _cli("worker", "--loglevel", "info"),
+            {**self.worker_env(), **env},
+            self.workdir,
         )
         self.workers.append(proc)
         return proc
