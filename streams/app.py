@@ -24,8 +24,12 @@ from streams.agents.aggregator import Aggregator
 from streams.agents.case_jobs import CaseJobAgent, Emit, JobExecutor
 from streams.agents.channels import Channels
 from streams.agents.commands import CommandAgent
+from streams.history import ModelHistory
 
 __all__ = ["Emit", "JobExecutor", "Worker", "run_worker"]
+
+SWEEP_INTERVAL_S = 5.0
+"""How often each worker nudges its runs' partitions to re-check unfinished runs."""
 
 
 class _IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
@@ -74,11 +78,12 @@ class Worker:
         self.settings = settings
         self.app = make_app(settings, app_id)
         self.channels = Channels.declare(self.app, settings)
-        self.aggregator = Aggregator(self.app, self.channels, clock)
+        self.aggregator = Aggregator(self.app, self.channels, clock, case_ids)
+        self.history = ModelHistory(settings)
         self.commands = CommandAgent(
             self.app,
             self.channels,
-            history=self.aggregator.model_history,
+            history=self.history.current,
             case_ids=case_ids,
             dataset_hashes=dataset_hashes,
             credentials=frozenset(settings.provider_credentials),
@@ -93,7 +98,28 @@ class Worker:
         )
         self.app.agent(self.channels.commands, name="commands")(self.commands.run)
         self.app.agent(self.channels.case_jobs, name="case-jobs")(self.case_jobs.run)
-        self.app.agent(self.channels.events, name="aggregator")(self.aggregator.run)
+        # The ticks topic is co-partitioned with events, so partition p's ticks reach the
+        # owner of partition p's runs (Faust assigns co-partitioned topics together).
+        runs_in = self.app.topic(
+            self.channels.events.get_topic_name(), self.channels.run_ticks.get_topic_name()
+        )
+        self.app.agent(runs_in, name="aggregator")(self.aggregator.run)
+        self.app.timer(SWEEP_INTERVAL_S, name="run-sweep")(self._tick_owned_partitions)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_before_shutdown.connect(self._on_shutdown)
+
+    async def _tick_owned_partitions(self) -> None:
+        """Unfinished runs are swept at start (the first tick) and every interval after."""
+        events = self.channels.events.get_topic_name()
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic == events:
+                await self.channels.run_ticks.send(value=b"tick", partition=tp.partition)
+
+    async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.aggregator.forget_cached()
+
+    async def _on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await self.history.stop()
 
 
 def run_worker(worker: Worker, loglevel: str = "info") -> None:

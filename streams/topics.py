@@ -55,6 +55,32 @@ DECISIONS = TopicSpec(
     config=INFINITE_RETENTION,
 )
 
+MODEL_HISTORY = TopicSpec(
+    "model-history",
+    1,
+    key="history key (kind|model|effort)",
+    value="contracts ModelRecord (JSON): a model's latest measured summaries, for carrying",
+    # Compacted: the latest record per model is kept forever. One partition, read whole by
+    # whichever worker decides StartRun, so carry decisions see every run's records.
+    config={"cleanup.policy": "compact", "retention.ms": "-1"},
+)
+RUN_TICKS = TopicSpec(
+    "run-ticks",
+    EVENTS.partitions,
+    key="none (sent to an explicit partition)",
+    value="a nudge: sweep the unfinished runs of this events partition",
+    # Co-partitioned with `events` and read by the same agent, so partition p's tick reaches
+    # the owner of partition p's runs, inside a stream (where its tables may be written).
+    config={"retention.ms": "3600000"},
+)
+WORKER_HEARTBEATS = TopicSpec(
+    "worker-heartbeats",
+    1,
+    key="worker id (host:pid:instance)",
+    value="Heartbeat (JSON): a live worker and the jobs it runs right now",
+    config={"cleanup.policy": "compact,delete", "retention.ms": "3600000"},
+)
+
 SESSIONS = TopicSpec(
     "decide-sessions",
     4,
@@ -82,6 +108,9 @@ ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (
     COMMANDS_DLQ,
     DECISIONS,
     SESSIONS,
+    MODEL_HISTORY,
+    RUN_TICKS,
+    WORKER_HEARTBEATS,
 )
 
 # PostgreSQL NOTIFY channels: the projector announces a freshly projected publish on these

@@ -1,24 +1,40 @@
-"""The aggregator agent: folds each run's events and completes the run once all are in.
+"""The aggregator agent: folds each run's events, paces its jobs, completes the run.
 
 It is the single writer of a run's progress (the events topic is keyed by run id, so one
 partition, one owner). A run's header and each of its results are separate table keys, so
 one CaseGraded writes one small changelog record instead of the whole run again.
+
+Pacing (a run's maxConcurrency across every worker): the run's owner releases the run's
+jobs onto the job topic itself, at most maxConcurrency unfinished at once, and releases
+the next as results come in (`contracts.admission`). No lease or semaphore shared between
+processes is needed: the count derives from the results this agent folds anyway, in the
+one place that sees all of them, and a worker crash cannot leak a slot.
+
+Completion cannot be lost: it is checked after every event, duplicates included (a
+redelivered last result finishes a run whose completion a crash interrupted), and a
+periodic sweep (a tick per partition on the co-partitioned `run-ticks` topic) re-checks
+every unfinished run, so a failed send of RunCompleted is retried and a run left
+complete-but-unannounced by a crash is finished after a restart. RunCompleted is marked
+sent only once the broker has acknowledged it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 
+from contracts.admission import admit, open_jobs_of, run_plan
 from contracts.codec import decode_event
-from contracts.command_decider import ModelRecord
+from contracts.config import RunKind
 from contracts.envelope import EventBase
-from contracts.events import CaseGraded
+from contracts.events import CaseGraded, RunCompleted
+from contracts.jobs import CaseJob
 from contracts.run_progress import (
     RunProgress,
     completion_events,
@@ -28,8 +44,9 @@ from contracts.run_progress import (
     measured_records,
     result_key,
 )
+from streams import faults
 from streams import topics as specs
-from streams.agents.channels import Channels, json_schema
+from streams.agents.channels import Channels, delivered, json_schema
 
 log = logging.getLogger("provenroute.worker")
 
@@ -49,34 +66,52 @@ RUN_EVENT_TYPES = frozenset(
 )
 
 
-class Aggregator:
-    """Owns the `runs`, `results` and `history` tables."""
+class _Pacing:
+    """A run's plan and how far it has been released (rebuilt from tables after a restart)."""
 
-    def __init__(self, app: faust.App, channels: Channels, clock: Callable[[], str]) -> None:
+    def __init__(self, plan: list[CaseJob], released: int, open_jobs: frozenset[int]) -> None:
+        self.plan = plan
+        self.released = released
+        self.open_jobs = open_jobs
+
+
+def events_partition(run_id: str, partitions: int = specs.EVENTS.partitions) -> int:
+    """The events partition of a run: what the producer's default partitioner picks for
+    the run-id key (Kafka's murmur2), so a sweep finds the runs a partition holds."""
+    return (murmur2(run_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Aggregator:
+    """Owns the `runs`, `results` and `released` tables (all co-partitioned with events)."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        channels: Channels,
+        clock: Callable[[], str],
+        case_ids: Mapping[RunKind, Sequence[str]],
+    ) -> None:
+        self.app = app
         self.channels = channels
         self.clock = clock
+        self.case_ids = case_ids
         schema = json_schema()
         partitions = specs.EVENTS.partitions
         self.runs = app.Table("runs", default=None, schema=schema, partitions=partitions)
         self.results = app.Table("results", default=None, schema=schema, partitions=partitions)
-        # Written from every run's partition: the key decides the partition, so recovery
-        # never finds two versions of one model's record.
-        self.history = app.Table(
-            "history",
-            default=None,
-            schema=schema,
-            partitions=partitions,
-            use_partitioner=True,
-        )
+        self.released = app.Table("released", default=None, schema=schema, partitions=partitions)
         self._progress: dict[str, RunProgress] = {}
+        self._pacing: dict[str, _Pacing] = {}
+
+    def forget_cached(self) -> None:
+        """After a rebalance another worker may have moved a run on: re-read the tables."""
+        self._progress.clear()
+        self._pacing.clear()
 
     # ------------------------------------------------------------------ reads
-    def model_history(self) -> dict[str, ModelRecord]:
-        return {k: ModelRecord.model_validate(v) for k, v in self.history.items() if v}
-
     def run_progress(self, run_id: str) -> RunProgress | None:
         # The aggregator is the runs table's single writer, so its parsed copies stay
-        # current; the table (changelogged) is read only after a restart.
+        # current; the table (changelogged) is read only after a restart or rebalance.
         cached = self._progress.get(run_id)
         if cached is not None:
             return cached
@@ -93,31 +128,83 @@ class Aggregator:
 
     # ------------------------------------------------------------------ the agent
     async def run(self, stream: Any) -> None:
-        async for raw in stream:
+        ticks = self.channels.run_ticks.get_topic_name()
+        async for event in stream.events():
             try:
-                await self.aggregate(raw)
-            except Exception:  # nothing escapes: Faust would ack and drop the event anyway
+                if event.message.topic == ticks:
+                    await self.sweep(event.message.partition)
+                else:
+                    await self.aggregate(event.message.value)
+            except Exception:  # nothing escapes: the sweep retries what failed here
                 log.exception("aggregation failed for one event")
 
-    async def aggregate(self, raw: bytes) -> None:
+    async def aggregate(self, raw: bytes | None) -> None:
         try:
-            head = orjson.loads(raw)
+            head = orjson.loads(raw or b"")
         except orjson.JSONDecodeError:
             return
         if not isinstance(head, dict) or head.get("type") not in RUN_EVENT_TYPES:
             return
-        event = decode_event(raw)
+        event = decode_event(raw or b"")
         run_id: str = event.run_id  # type: ignore[union-attr]
         before = self.run_progress(run_id)
         progress = evolve_run(before, event)
-        if progress is before:
-            return  # a duplicate: nothing changed
-        # Saved before anything else: the fact is never lost, and a crash below leaves the
-        # run complete-but-unpublished, which the redelivered event finishes.
-        self._save(progress, event)
+        if progress is not before:
+            # Saved before anything else: the fact is never lost, and a crash below leaves
+            # the run complete-but-unannounced, which a redelivery or the sweep finishes.
+            self._save(progress, event)
+            if faults.armed(faults.EXIT_AFTER_LAST_RESULT_SAVED) and is_complete(progress):
+                await self.app.producer.flush()  # the saved result is on the changelog
+                faults.crash_here(faults.EXIT_AFTER_LAST_RESULT_SAVED)
+        # Also for duplicates: a redelivered event may be all a crashed completion gets.
+        await self._advance(progress)
+
+    async def sweep(self, partition: int) -> None:
+        """Move on every unfinished run of this events partition (complete or release)."""
+        for run_id, header in list(self.runs.items()):
+            if not header or header.get("completed") or events_partition(run_id) != partition:
+                continue
+            progress = self.run_progress(run_id)
+            if progress is not None:
+                await self._advance(progress)
+
+    async def _advance(self, progress: RunProgress) -> None:
+        if progress.completed:
+            return
         if is_complete(progress):
             await self._complete(progress)
+        else:
+            await self._release(progress)
 
+    # ------------------------------------------------------------------ pacing
+    def _pacing_of(self, p: RunProgress) -> _Pacing:
+        pacing = self._pacing.get(p.run_id)
+        if pacing is None or not pacing.plan:
+            plan = run_plan(p, self.case_ids.get(p.kind, ())) if p.kind else []
+            released = int(self.released.get(p.run_id) or 0)
+            pacing = _Pacing(plan, released, open_jobs_of(p, plan, released))
+            self._pacing[p.run_id] = pacing
+        return pacing
+
+    async def _release(self, p: RunProgress) -> None:
+        pacing = self._pacing_of(p)
+        if not pacing.plan:
+            return
+        released, open_jobs = admit(p, pacing.plan, pacing.released, pacing.open_jobs)
+        for i in range(pacing.released, released):
+            if i in open_jobs:
+                job = pacing.plan[i]
+                # Acked before the count moves: a crash re-sends a job, never skips one.
+                await delivered(
+                    await self.channels.case_jobs.send(
+                        key=job.job_id.encode(), value=job.model_dump_json().encode()
+                    )
+                )
+        if released != pacing.released:
+            self.released[p.run_id] = released
+        pacing.released, pacing.open_jobs = released, open_jobs
+
+    # ------------------------------------------------------------------ state
     def _save(self, progress: RunProgress, event: EventBase) -> None:
         run_id = progress.run_id
         self._progress[run_id] = progress
@@ -138,12 +225,21 @@ class Aggregator:
             # Deterministic, so retrying cannot help: close the run and say why.
             log.exception("completing run %s failed", progress.run_id)
             events, records = completion_failed(progress, e, now=now), []
-        # History before RunCompleted: a client that sees the run done and starts the next
-        # one must find these summaries to carry.
+        # History acked before RunCompleted: a client that sees the run done and starts the
+        # next one must find these summaries to carry (see streams.history).
         for record in records:
-            self.history[record.key] = record.model_dump(mode="json")
-        for ev in events:
+            key = record.key
+            await delivered(
+                await self.channels.model_history.send(
+                    key=key.encode(), value=record.model_dump_json().encode()
+                )
+            )
+        *publish, completed = events
+        assert isinstance(completed, RunCompleted)
+        for ev in publish:
             await self.channels.send_event(ev)
+        faults.fail_once(faults.FAIL_RUN_COMPLETED_SEND_ONCE)
+        await self.channels.deliver_event(completed)
         done = progress.model_copy(update={"completed": True, "outcomes": {}})
         self.runs[progress.run_id] = done.model_dump(mode="json", exclude={"outcomes"})
         prefix = f"{progress.run_id}{RESULT_SEP}"
@@ -151,3 +247,4 @@ class Aggregator:
             with contextlib.suppress(KeyError):
                 del self.results[prefix + key]
         self._progress[progress.run_id] = done
+        self._pacing.pop(progress.run_id, None)

@@ -54,7 +54,6 @@ class CaseJobAgent:
         self.progress = progress
         self.job_slots = job_slots
         self.clock = clock
-        self._run_limits: dict[str, asyncio.Semaphore] = {}
         self._job_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -103,8 +102,9 @@ class CaseJobAgent:
                 log.error("undecodable case job dead-lettered: %s", e)
                 await self._dlq_raw(raw or b"")
                 return
-            limit = self._run_limits.setdefault(job.run_id, asyncio.Semaphore(job.max_concurrency))
-            await self._run_job(job, limit)
+            # No per-process cap by run here: the run's owner releases at most maxConcurrency
+            # of its jobs at once across all workers (streams.agents.aggregator).
+            await self._run_job(job)
         finally:
             slots.release()
 
@@ -114,14 +114,14 @@ class CaseJobAgent:
         except Exception:
             log.exception("dead-lettering failed")
 
-    async def _run_job(self, job: CaseJob, limit: asyncio.Semaphore) -> None:
+    async def _run_job(self, job: CaseJob) -> None:
         # At-least-once delivery can hand this worker two copies of one job (a redelivery
         # and its retry): they run one after the other, so the second finds the first's
         # results instead of fighting it for the job's container.
         lock = self._job_locks.get(job.job_id)
         if lock is None:
             lock = self._job_locks[job.job_id] = asyncio.Lock()
-        async with lock, limit:
+        async with lock:
             try:
                 progress = self.progress(job.run_id)
                 if progress is not None and progress.completed:

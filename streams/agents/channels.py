@@ -26,6 +26,8 @@ class Channels:
     case_jobs: Any
     case_jobs_dlq: Any
     commands_dlq: Any
+    model_history: Any
+    run_ticks: Any
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> Channels:
@@ -38,7 +40,20 @@ class Channels:
             case_jobs=t(specs.CASE_JOBS),
             case_jobs_dlq=t(specs.CASE_JOBS_DLQ),
             commands_dlq=t(specs.COMMANDS_DLQ),
+            model_history=t(specs.MODEL_HISTORY),
+            run_ticks=t(specs.RUN_TICKS),
         )
 
     async def send_event(self, event: EventBase) -> None:
+        """Buffered: returns once the producer holds it (ordered per run by the key)."""
         await self.events.send(key=event_key(event).encode(), value=encode_event(event))
+
+    async def deliver_event(self, event: EventBase) -> None:
+        """Returns once the broker has acknowledged the event (raises if it never does)."""
+        pending = await self.events.send(key=event_key(event).encode(), value=encode_event(event))
+        await delivered(pending)
+
+
+async def delivered(pending: Any) -> None:
+    """Await a Faust send's FutureMessage: the broker acked the message (acks=all)."""
+    await pending

@@ -1,12 +1,16 @@
-"""The command agent: admin commands in, decided events (and case jobs) out.
+"""The command agent: admin commands in, decided events out.
 
-The commands topic has one partition, so one worker decides every command, in order.
+The commands topic has one partition, so one worker decides every command, in order. A
+StartRun's case jobs are not sent from here: the run's aggregator releases them at the
+run's pace (see `streams.agents.aggregator`), re-planned from the run's events. So the
+stored decision is the events alone — a few kB whatever the run's size, far below Kafka's
+1 MB message limit (a plan of 30 models x 76 cases x 5 reps is 2,400 jobs, ~1 MB).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -16,6 +20,7 @@ from contracts.codec import DecodeError, decode_command, decode_event, encode_ev
 from contracts.command_decider import (
     ADMIN_KEY,
     AdminState,
+    CommandOutcome,
     ModelRecord,
     decide_command,
     evolve_admin,
@@ -25,7 +30,6 @@ from contracts.commands import Command
 from contracts.config import RunKind
 from contracts.envelope import EventBase
 from contracts.events import raw_excerpt
-from contracts.jobs import CaseJob
 from streams import topics as specs
 from streams.agents.channels import Channels, json_schema
 
@@ -41,7 +45,7 @@ class CommandAgent:
         app: faust.App,
         channels: Channels,
         *,
-        history: Callable[[], Mapping[str, ModelRecord]],
+        history: Callable[[], Awaitable[Mapping[str, ModelRecord]]],
         case_ids: Mapping[RunKind, Sequence[str]],
         dataset_hashes: Mapping[RunKind, str],
         credentials: frozenset[str],
@@ -89,16 +93,13 @@ class CommandAgent:
         earlier = self.decided.get(command.command_id)
         if earlier:
             # A redelivery (or a reused id): send what was decided then, never decide again
-            # against state that has moved on. Event ids and job ids make repeats harmless.
-            await self._send_decision(
-                [decode_event(e.encode()) for e in earlier["events"]],
-                [CaseJob.model_validate_json(j) for j in earlier["jobs"]],
-            )
+            # against state that has moved on. Event ids make repeats harmless.
+            await self._send_events([decode_event(e.encode()) for e in earlier["events"]])
             return
         state = self.admin_state()
         outcome = decide_command(
             state,
-            self.history(),
+            await self.history(),
             command,
             now=now,
             case_ids=self.case_ids,
@@ -109,20 +110,13 @@ class CommandAgent:
             state = evolve_admin(state, ev)
         # The decision is saved before it goes out: a crash in between re-sends it on
         # redelivery (see above) instead of deciding the command a second time.
-        self.decided[command.command_id] = {
-            "events": [encode_event(e).decode() for e in outcome.events],
-            "jobs": [j.model_dump_json() for j in outcome.jobs],
-        }
+        self.decided[command.command_id] = stored_decision(outcome)
         self.admin[ADMIN_KEY] = state.model_dump(mode="json")
-        await self._send_decision(list(outcome.events), list(outcome.jobs))
+        await self._send_events(list(outcome.events))
 
-    async def _send_decision(self, events: list[EventBase], jobs: list[CaseJob]) -> None:
+    async def _send_events(self, events: list[EventBase]) -> None:
         for ev in events:
             await self.channels.send_event(ev)
-        for job in jobs:
-            await self.channels.case_jobs.send(
-                key=job.job_id.encode(), value=job.model_dump_json().encode()
-            )
 
     async def _safe_reject(
         self, cid: str | None, ctype: str | None, reason: str, raw: bytes, where: str
@@ -141,6 +135,11 @@ class CommandAgent:
             await self.channels.commands_dlq.send(value=raw)
         except Exception:
             log.exception("could not even reject a command")
+
+
+def stored_decision(outcome: CommandOutcome) -> dict[str, list[str]]:
+    """What the `decided` table keeps of a decision: its events (jobs are re-planned)."""
+    return {"events": [encode_event(e).decode() for e in outcome.events]}
 
 
 def _command_id_of(raw: bytes) -> str | None:

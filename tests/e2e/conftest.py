@@ -158,10 +158,11 @@ class Pipeline:
             **self.worker_env_extra,
         }
 
-    def start_worker(self) -> ChildProcess:
+    def start_worker(self, **env: str) -> ChildProcess:
+        """A worker process; `env` adds variables (e.g. PROVENROUTE_FAULT) to this one."""
         # cwd is the test's tmp dir: Faust writes its data dir into the working directory.
         n = len(self.workers)
-        proc = start_worker(self.workdir, self.worker_env(), name=f"worker-{n}")
+        proc = start_worker(self.workdir, {**self.worker_env(), **env}, name=f"worker-{n}")
         self.workers.append(proc)
         return proc
 
