@@ -51,9 +51,9 @@ CPU_NOTE = (
 
 
 def run_workers(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from api.cli.demo import wait_for_sim
     from bench import pipeline
     from contracts.config import BenchmarkConfig, DeciderModel
+    from infra.processes import child_env, start_sim_provider, start_worker
     from infra.settings import Settings
     from streams.kafka_admin import ensure_topics
 
@@ -63,17 +63,11 @@ def run_workers(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = Settings(topic_prefix=prefix)
     asyncio.run(ensure_topics(settings.kafka_bootstrap, prefix))
     workdir = Path(tempfile.mkdtemp(prefix="provenroute-bench-scale-"))
-    port = pipeline.free_port()
-    sim_url = f"http://127.0.0.1:{port}/v1"
-    env = {
-        **os.environ,
-        "PROVENROUTE_ENV": os.environ.get("PROVENROUTE_ENV", "dev"),
-        "PROVENROUTE_SIM_LATENCY_SCALE": str(args.latency_scale),
-        "PROVENROUTE_TOPIC_PREFIX": prefix,
-        "PROVENROUTE_PROVIDER_BASE_URL": sim_url,
-        "PROVENROUTE_PROVIDER_TIMEOUT_S": "5",
-        "PROVENROUTE_WORKER_JOB_SLOTS": str(args.slots),
-    }
+    env = child_env(
+        PROVENROUTE_TOPIC_PREFIX=prefix,
+        PROVENROUTE_PROVIDER_TIMEOUT_S="5",
+        PROVENROUTE_WORKER_JOB_SLOTS=str(args.slots),
+    )
     config = BenchmarkConfig(
         classifierModels=tuple(models),
         deciderModels=tuple(DeciderModel(model=m, reasoningEffort="medium") for m in models),
@@ -81,20 +75,18 @@ def run_workers(args: argparse.Namespace) -> list[dict[str, Any]]:
         classifierMaxP95LatencyMs=None,
         benchmarkIdentity="sim-benchmark",
     )
-    cli = [sys.executable, "-m", "api.cli"]
     rows: list[dict[str, Any]] = []
     say = _say(args)
     say(f"workers: logs in {workdir}")
     try:
-        with pipeline.child([*cli, "sim-provider", "--port", str(port)], env, workdir / "sim.log"):
-            wait_for_sim(sim_url)
+        sim, sim_url = start_sim_provider(workdir, env, latency_scale=args.latency_scale)
+        env["PROVENROUTE_PROVIDER_BASE_URL"] = sim_url
+        with sim:
             saved = False
             for n in counts:
                 with contextlib.ExitStack() as stack:
                     procs = [
-                        stack.enter_context(
-                            pipeline.child([*cli, "worker"], env, workdir / f"worker{n}-{i}.log")
-                        )
+                        stack.enter_context(start_worker(workdir, env, name=f"worker{n}-{i}"))
                         for i in range(n)
                     ]
                     pipeline.WORKER = procs[0]
@@ -193,12 +185,12 @@ async def run_replicas(args: argparse.Namespace) -> list[dict[str, Any]]:
                     for r in pool:  # every replica holds every warmed session
                         while await _applied(r) < target:
                             await asyncio.sleep(0.1)
-                    before = [cpu_seconds(r.proc.pid) for r in pool if r.proc]
+                    before = [cpu_seconds(r.pid) for r in pool if r.pid]
                     load = await _loadgen(args, [r.port for r in pool], bodies)
                     cpu = [
-                        round(cpu_seconds(r.proc.pid) - b, 1)
+                        round(cpu_seconds(r.pid) - b, 1)
                         for r, b in zip(pool, before, strict=True)
-                        if r.proc
+                        if r.pid
                     ]
                     row = {
                         "replicas": n,

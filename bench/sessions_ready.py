@@ -94,17 +94,11 @@ async def seed(bootstrap: str, topic: str, n: int, table_version: str) -> float:
     return time.monotonic() - started
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def measure(replica: Any, expect_applied: int, check: int, seeded: int) -> dict[str, Any]:
     """Start `replica`, time it to ready, verify its sessions, stop it."""
     import httpx
 
+    from infra.processes import peak_rss_mb
     from tests.integration.replica_support import Balancer
 
     replica.start()
@@ -116,7 +110,7 @@ async def measure(replica: Any, expect_applied: int, check: int, seeded: int) ->
             "ready_s": round(ready_s, 2),
             "sessions_caught_up_s": sessions["caught_up_s"],
             "applied": sessions["applied"],
-            "peak_rss_mb": round(_peak_rss_mb(replica.proc.pid), 1),
+            "peak_rss_mb": round(peak_rss_mb(replica.pid) or float("nan"), 1),
         }
         problems: list[str] = []
         if sessions["applied"] != expect_applied:

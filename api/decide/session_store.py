@@ -40,6 +40,21 @@ class LogEntry:
     """Replica that wrote the tombstone."""
 
 
+_PREFIX = "provenroute-sessions-"
+
+
+def _remove_orphans(directory: str | None) -> None:
+    """Delete the files of replicas that died without closing theirs (kill -9)."""
+    for path in Path(directory or tempfile.gettempdir()).glob(f"{_PREFIX}*-*.db"):
+        try:
+            pid = int(path.name.removeprefix(_PREFIX).split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 _UPSERT = (
     "insert into sessions (key, version, touched, body) values (?, ?, ?, ?) "
     "on conflict (key) do update set version = excluded.version, touched = excluded.touched, "
@@ -57,7 +72,8 @@ class SessionStore:
         monotonic: Callable[[], float] = time.monotonic,
         directory: str | None = None,
     ) -> None:
-        fd, name = tempfile.mkstemp(prefix="provenroute-sessions-", suffix=".db", dir=directory)
+        _remove_orphans(directory)
+        fd, name = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", suffix=".db", dir=directory)
         os.close(fd)
         self.path = Path(name)
         self.db = sqlite3.connect(name, isolation_level=None, check_same_thread=False)

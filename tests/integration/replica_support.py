@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from infra.processes import ChildProcess, child_env, cli
 from infra.settings import PROJECT_ROOT, Settings
 
 INTERNAL_SECRET = "dev-internal-secret"
@@ -26,31 +23,33 @@ REPLICA_HEADER = "x-provenroute-replica"
 
 def replica_env(settings: Settings, provider_url: str, **extra: str) -> dict[str, str]:
     """Environment of a replica bound to `settings`' topics and schema."""
-    return {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "PROVENROUTE_ENV": os.environ.get("PROVENROUTE_ENV", "dev"),
-        "PROVENROUTE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PROVENROUTE_DATABASE_URL": settings.database_url,
-        "PROVENROUTE_TOPIC_PREFIX": settings.topic_prefix,
-        "PROVENROUTE_DB_SCHEMA": settings.db_schema,
-        "PROVENROUTE_PROVIDER_BASE_URL": provider_url,
-        "PROVENROUTE_INTERNAL_SECRET": INTERNAL_SECRET,
-        "PROVENROUTE_DEFAULT_CLASSIFIER_MODEL": "sim/balanced",
-        **extra,
-    }
+    env = child_env()
+    env.update(
+        {
+            "PROVENROUTE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "PROVENROUTE_DATABASE_URL": settings.database_url,
+            "PROVENROUTE_TOPIC_PREFIX": settings.topic_prefix,
+            "PROVENROUTE_DB_SCHEMA": settings.db_schema,
+            "PROVENROUTE_PROVIDER_BASE_URL": provider_url,
+            "PROVENROUTE_INTERNAL_SECRET": INTERNAL_SECRET,
+            "PROVENROUTE_DEFAULT_CLASSIFIER_MODEL": "sim/balanced",
+            **extra,
+        }
+    )
+    return env
 
 
 @dataclass
 class Replica:
-    """One `provenroute serve` process; `start` again after `stop` is a restart."""
+    """One `provenroute serve` process (`infra.processes`); `start` again after `stop` is a
+    restart. Waits are async: the tests and benches drive load on the same loop."""
 
     name: str
     port: int
     env: Mapping[str, str]
     log_dir: Path
     starts: int = 0
-    proc: subprocess.Popen[bytes] | None = None
+    child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -61,18 +60,19 @@ class Replica:
         """Differs per start, so answers tell a restarted replica from its predecessor."""
         return f"{self.name}.{self.starts}"
 
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child is not None else None
+
     def start(self) -> None:
         self.starts += 1
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{self.name}.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
-                env={**self.env, "PROVENROUTE_DECIDE_REPLICA_ID": self.replica_id},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                start_new_session=True,
-            )
+        self.child = ChildProcess(
+            self.name,
+            cli("serve", "--port", str(self.port)),
+            {**self.env, "PROVENROUTE_DECIDE_REPLICA_ID": self.replica_id},
+            PROJECT_ROOT,
+            log_dir=self.log_dir,
+        )
 
     async def wait_ready(self, timeout_s: float = 180.0) -> float:
         """Seconds from now until /readyz answers 200 (raises if the process died)."""
@@ -82,25 +82,16 @@ class Replica:
                 with contextlib.suppress(httpx.TransportError):
                     if (await http.get("/readyz")).status_code == 200:
                         return time.monotonic() - started
-                if self.proc is None or self.proc.poll() is not None:
+                if self.child is None or not self.child.alive():
                     raise RuntimeError(f"replica {self.name} exited; see {self.log_dir}")
                 if time.monotonic() - started > timeout_s:
                     raise TimeoutError(f"replica {self.name} not ready after {timeout_s}s")
                 await asyncio.sleep(0.1)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self) -> None:
         """SIGTERM (a graceful, rolling-deploy stop), SIGKILL if it hangs."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if self.child is not None:
+            self.child.stop()
 
     async def status(self) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=self.url, timeout=5) as http:

@@ -174,6 +174,19 @@ def test_expired_lists_the_idle_ones_oldest_first_a_page_at_a_time(store: Sessio
     assert [k for k, _, _ in store.expired(before=100.0, limit=10)] == ["mid", "mid2"]
 
 
+def test_a_dead_replicas_file_is_removed_a_live_ones_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dead = tmp_path / "provenroute-sessions-999999999-x.db"
+    alive = tmp_path / "provenroute-sessions-1-y.db"  # pid 1 always exists
+    dead.write_bytes(b"")
+    alive.write_bytes(b"")
+    store = SessionStore(directory=str(tmp_path))
+    try:
+        assert not dead.exists() and alive.exists() and store.path.exists()
+    finally:
+        store.close()
+    assert not store.path.exists()
+
+
 @given(
     st.lists(
         st.tuples(st.sampled_from("xyz"), st.integers(1, 4), st.sampled_from(["m/a", "m/b"])),
