@@ -66,7 +66,14 @@ class LocalSandbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
 
-    async def exec(self, cmd: str, timeout_s: float) -> LocalResult:
+    async def exec(
+        self,
+        cmd: str,
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> LocalResult:
         assert self.workspace is not None and not self.closed
         self.commands.append(cmd)
         if cmd == RESET_WORKSPACE and (self.workspace / "undeletable").exists():
@@ -77,12 +84,15 @@ class LocalSandbox:
             "-c",
             cmd,
             cwd=self.workspace,
+            env={**os.environ, **(env or {})},
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        data = stdin.encode() if stdin is not None else None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+            out, err = await asyncio.wait_for(proc.communicate(data), timeout_s)
         except TimeoutError:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
