@@ -1,30 +1,40 @@
 #!/usr/bin/env python3
 """In-container runner for decider jobs (stdlib only; runs on any python3 >= 3.9).
 
-The worker drives a job's container through `docker exec` calls of this script:
+`runner.py serve` is the container's command, PID 1. It forks: the parent stays PID 1 and
+reaps every orphan (keeps zombies off the pids limit); the child serves the worker's requests
+over its stdin/stdout, which the worker holds as one `docker attach` stream for the life of
+the job. When that stream closes (the worker closed the sandbox, or died), stdin reaches EOF,
+the server kills what it still runs and exits, PID 1 follows and the container (created with
+auto-remove) disappears.
 
-    runner.py init                      PID 1: reaps orphans, exits on SIGTERM or max lifetime
-    runner.py warmup                    absorbs one-time start costs, reports tool versions
-    runner.py write [--clean] (PAYLOAD.json | --b64 DATA)
-                                        writes {relative path: text} into the workspace
-    runner.py read [--max-bytes N] PATH prints a file of the workspace
-    runner.py exec [--timeout S] [--grace S] [--max-output N] -- COMMAND
+Framing, both ways: a 4-byte big-endian length, then that many bytes of a UTF-8 JSON object.
+A request is `{"id": N, "op": OP, ...}`; its response carries the same `id` and `ok`.
 
-Every subcommand except `init` prints exactly one JSON object on stdout.
+    warmup                            absorbs one-time start costs, reports tool versions
+    exec    cmd timeout_s grace_s max_output [env] [stdin]
+    write   files                     writes {relative path: text} into the workspace
+    read    path [max_bytes]          a file of the workspace (or an absolute path)
+    reset   [files]                   empties the workspace and writes `files`, which become
+                                      the pristine copy; without `files`, restores that copy
+    cancel  target                    kills the process group of request `target` (no answer)
 
-`exec` runs COMMAND with bash in the workspace as the leader of its own process group. On
-timeout the whole group is SIGKILLed. Output is read from pipes by threads; when a stray
-process (one that escaped the group, or a background child still holding the pipes after
-the leader exited) keeps them open, the runner stops waiting after a grace period and
-returns anyway, so a case can never hang on a pipe.
+Requests run one at a time, in order, on one worker thread (a reset is never overtaken by the
+exec after it); `cancel` is handled by the reading thread at once, so it reaches a running
+exec. `exec` runs the command with bash in the workspace as the leader of its own process
+group; on timeout the whole group is SIGKILLed. Output is read with a poll loop; when a stray
+process (one that escaped the group, or a background child still holding the pipes after the
+leader exited) keeps them open, the runner stops waiting after a grace period and answers
+anyway, so a case can never hang on a pipe.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
+import queue
+import selectors
 import shutil
 import signal
 import subprocess
@@ -37,9 +47,12 @@ DEFAULT_MAX_OUTPUT = 64 * 1024
 """Bytes kept per stream (head and tail halves); the rest is counted and dropped."""
 DEFAULT_GRACE_S = 2.0
 DEFAULT_MAX_LIFETIME_S = 4 * 3600.0
-"""A container whose worker vanished stops itself after this long (the janitor is faster)."""
+"""A container whose worker vanished stops itself after this long (EOF is faster)."""
+MAX_FRAME = 256 * 1024 * 1024
+TICK_S = 0.02
+"""How often a running exec checks its leader and deadline while its pipes stay open."""
 # A stable, minimal environment: the container has no secrets, and commands must not
-# depend on whatever `docker exec` happened to inherit.
+# depend on whatever the runner itself inherited. A request may add variables on top.
 EXEC_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": os.environ.get("HOME", "/tmp"),
@@ -50,80 +63,12 @@ EXEC_ENV = {
 }
 
 
-def _emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False))
-    sys.stdout.write("\n")
-    sys.stdout.flush()
-
-
-# ------------------------------------------------------------------------------------ init
-
-
-def cmd_init(argv: list[str]) -> int:
-    """Minimal init: reap every orphan (keeps zombies off the pids limit), exit on TERM.
-
-    Processes left behind by `docker exec` commands are re-parented to PID 1; without a
-    reaper their zombies would count against the pids limit until the container died.
-    """
-    max_lifetime = DEFAULT_MAX_LIFETIME_S
-    if argv[:1] == ["--max-lifetime"] and len(argv) > 1:
-        max_lifetime = float(argv[1])
-
-    def _exit(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
-        signal.signal(sig, _exit)
-    signal.alarm(max(int(max_lifetime), 1))
-    while True:
-        try:
-            os.wait()
-        except ChildProcessError:
-            time.sleep(0.2)  # no children yet: orphans are adopted while we sleep
-
-
-# ---------------------------------------------------------------------------------- warmup
-
-
-def cmd_warmup(_argv: list[str]) -> int:
-    """Touch what the first real command would pay for: bash, the tools, the workspace."""
-    start = time.monotonic()
-    probe = subprocess.run(
-        [
-            "/bin/bash",
-            "-c",
-            "set -e; jq --version; gawk --version | head -n1; grep --version | head -n1;"
-            " sed --version | head -n1; python3 --version",
-        ],
-        cwd=WORKSPACE,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=EXEC_ENV,
-        timeout=30,
-        check=False,
-    )
-    writable = os.access(WORKSPACE, os.W_OK)
-    _emit(
-        {
-            "ok": probe.returncode == 0 and writable,
-            "python": sys.version.split()[0],
-            "tools": [line for line in probe.stdout.splitlines() if line.strip()],
-            "stderr": probe.stderr[-2000:],
-            "workspace_writable": writable,
-            "uid": os.getuid(),
-            "duration_ms": (time.monotonic() - start) * 1000.0,
-        }
-    )
-    return 0
-
-
-# ------------------------------------------------------------------------------ write/read
+# ------------------------------------------------------------------------------- workspace
 
 
 def _inside(rel: str) -> str:
     """Resolve a workspace-relative path, refusing anything that would leave the workspace."""
-    if not rel or rel.startswith("/") or "\x00" in rel:
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\x00" in rel:
         raise ValueError(f"path must be relative to the workspace: {rel!r}")
     parts = rel.replace("\\", "/").split("/")
     if ".." in parts:
@@ -149,6 +94,8 @@ def _unlock_tree(path: str) -> None:
 
 def _clean_workspace() -> None:
     """Empty the workspace (dotfiles included), keeping the directory itself."""
+    with contextlib.suppress(OSError):
+        os.chmod(WORKSPACE, 0o755)  # a task may have locked the workspace itself
     for entry in os.scandir(WORKSPACE):
         if entry.is_dir(follow_symlinks=False):
             _unlock_tree(entry.path)
@@ -157,79 +104,90 @@ def _clean_workspace() -> None:
             os.unlink(entry.path)
 
 
-def cmd_write(argv: list[str]) -> int:
-    """Write {relative path: text} into the workspace.
+def _write_files(files: object) -> list[str]:
+    if not isinstance(files, dict):
+        raise ValueError("files must be a JSON object")
+    written = []
+    for rel, text in files.items():
+        if not isinstance(text, str):
+            raise ValueError(f"content of {rel!r} must be text")
+        full = _inside(rel)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        written.append(rel)
+    return written
 
-    The payload is a JSON file (deleted afterwards) or, for small payloads, inline base64
-    JSON after `--b64` (one exec instead of an upload plus an exec). `--clean` empties the
-    workspace first: a fresh workspace for a case in a single call.
-    """
-    clean = "--clean" in argv
-    argv = [a for a in argv if a != "--clean"]
-    payload_path: str | None = None
-    try:
-        if len(argv) == 2 and argv[0] == "--b64":
-            files = json.loads(base64.b64decode(argv[1]).decode("utf-8"))
-        elif len(argv) == 1:
-            payload_path = argv[0]
-            with open(payload_path, encoding="utf-8") as fh:
-                files = json.load(fh)
-        else:
-            _emit({"ok": False, "error": "usage: write [--clean] (PAYLOAD.json | --b64 DATA)"})
-            return 2
+
+_pristine: dict = {}
+"""The files of the last `reset` that carried files: what a bare `reset` restores."""
+
+
+def op_reset(req: dict) -> dict:
+    global _pristine
+    files = req.get("files")
+    if files is not None:
         if not isinstance(files, dict):
-            raise ValueError("payload must be a JSON object")
-        if clean:
-            _clean_workspace()
-        written = []
-        for rel, text in files.items():
-            if not isinstance(text, str):
-                raise ValueError(f"content of {rel!r} must be text")
-            full = _inside(rel)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            with open(full, "w", encoding="utf-8", newline="") as out:
-                out.write(text)
-            written.append(rel)
-        _emit({"ok": True, "written": written})
-        return 0
-    except Exception as e:  # always answer in JSON
-        _emit({"ok": False, "error": f"{type(e).__name__}: {e}"})
-        return 1
-    finally:
-        if payload_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(payload_path)
+            raise ValueError("files must be a JSON object")
+        _pristine = dict(files)
+    _clean_workspace()
+    return {"written": _write_files(_pristine)}
 
 
-def cmd_read(argv: list[str]) -> int:
-    max_bytes = 1024 * 1024
-    if argv[:1] == ["--max-bytes"] and len(argv) > 2:
-        max_bytes = int(argv[1])
-        argv = argv[2:]
-    if len(argv) != 1:
-        _emit({"ok": False, "error": "usage: read [--max-bytes N] PATH"})
-        return 2
-    path = argv[0]
+def op_write(req: dict) -> dict:
+    return {"written": _write_files(req.get("files"))}
+
+
+def op_read(req: dict) -> dict:
+    path = req.get("path")
+    max_bytes = int(req.get("max_bytes") or 1024 * 1024)
+    if not isinstance(path, str) or not path:
+        raise ValueError("read needs a path")
     full = path if path.startswith("/") else os.path.join(WORKSPACE, path)
     try:
         with open(full, "rb") as fh:
             data = fh.read(max_bytes + 1)
-        truncated = len(data) > max_bytes
-        _emit(
-            {
-                "ok": True,
-                "content": data[:max_bytes].decode("utf-8", errors="replace"),
-                "truncated": truncated,
-            }
-        )
-        return 0
     except FileNotFoundError:
-        _emit({"ok": False, "error": f"no such file: {path}", "kind": "not_found"})
+        return {"ok": False, "error": f"no such file: {path}", "kind": "not_found"}
     except IsADirectoryError:
-        _emit({"ok": False, "error": f"is a directory: {path}", "kind": "is_dir"})
+        return {"ok": False, "error": f"is a directory: {path}", "kind": "is_dir"}
     except OSError as e:
-        _emit({"ok": False, "error": f"{type(e).__name__}: {e}", "kind": "os"})
-    return 1
+        return {"ok": False, "error": f"{type(e).__name__}: {e}", "kind": "os"}
+    return {
+        "content": data[:max_bytes].decode("utf-8", errors="replace"),
+        "truncated": len(data) > max_bytes,
+    }
+
+
+def op_warmup(_req: dict) -> dict:
+    """Touch what the first real command would pay for: bash, the tools, the workspace."""
+    start = time.monotonic()
+    probe = subprocess.run(
+        [
+            "/bin/bash",
+            "-c",
+            "set -e; jq --version; gawk --version | head -n1; grep --version | head -n1;"
+            " sed --version | head -n1",
+        ],
+        cwd=WORKSPACE,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=EXEC_ENV,
+        timeout=30,
+        check=False,
+    )
+    writable = os.access(WORKSPACE, os.W_OK)
+    tools = [line for line in probe.stdout.splitlines() if line.strip()]
+    return {
+        "ok": probe.returncode == 0 and writable,
+        "python": sys.version.split()[0],
+        "tools": [*tools, f"Python {sys.version.split()[0]}"],
+        "stderr": probe.stderr[-2000:],
+        "workspace_writable": writable,
+        "uid": os.getuid(),
+        "duration_ms": (time.monotonic() - start) * 1000.0,
+    }
 
 
 # ------------------------------------------------------------------------------------ exec
@@ -243,7 +201,6 @@ class _Capture:
         self.head = bytearray()
         self.tail = bytearray()
         self.total = 0
-        self.done = threading.Event()
 
     def feed(self, chunk: bytes) -> None:
         self.total += len(chunk)
@@ -271,47 +228,70 @@ class _Capture:
         )
 
 
-def _pump(fd: int, cap: _Capture) -> None:
-    try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            cap.feed(chunk)
-    except OSError:
-        pass
-    finally:
-        cap.done.set()
-
-
 def _killpg(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
 
-def run_command(command: str, timeout_s: float, grace_s: float, max_output: int) -> dict:
+_running: dict = {}
+"""Request id -> pid (= process group) of the exec running for it."""
+_cancelled: set = set()
+_state_lock = threading.Lock()
+
+
+def op_exec(req: dict) -> dict:
+    command = req.get("cmd")
+    if not isinstance(command, str):
+        raise ValueError("exec needs a cmd string")
+    env = dict(EXEC_ENV)
+    extra = req.get("env") or {}
+    if not isinstance(extra, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+    ):
+        raise ValueError("env must map names to strings")
+    env.update(extra)
+    stdin = req.get("stdin")
+    if stdin is not None and not isinstance(stdin, str):
+        raise ValueError("stdin must be text")
+    return run_command(
+        req.get("id"),
+        command,
+        float(req.get("timeout_s", 60.0)),
+        float(req.get("grace_s", DEFAULT_GRACE_S)),
+        int(req.get("max_output", DEFAULT_MAX_OUTPUT)),
+        env,
+        None if stdin is None else stdin.encode("utf-8"),
+    )
+
+
+def run_command(
+    rid: object,
+    command: str,
+    timeout_s: float,
+    grace_s: float,
+    max_output: int,
+    env: dict,
+    stdin: bytes | None,
+) -> dict:
     start = time.monotonic()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    out_cap, err_cap = _Capture(max_output), _Capture(max_output)
-    # Readers start before the command: a command that fills the pids limit at once (a
-    # fork storm) must not leave the runner unable to start its own threads.
-    for fd, cap in ((out_r, out_cap), (err_r, err_cap)):
-        threading.Thread(target=_pump, args=(fd, cap), daemon=True).start()
+    in_r, in_w = os.pipe() if stdin else (None, None)
     try:
         proc = subprocess.Popen(
             ["/bin/bash", "-c", command],
             cwd=WORKSPACE,
-            stdin=subprocess.DEVNULL,
+            stdin=in_r if in_r is not None else subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
-            env=EXEC_ENV,
+            env=env,
             start_new_session=True,  # leader of its own session and process group
             close_fds=True,
         )
     except OSError as e:  # e.g. EAGAIN: no pid left under the limit
-        os.close(out_w)
-        os.close(err_w)
+        for fd in (out_r, out_w, err_r, err_w, in_r, in_w):
+            if fd is not None:
+                os.close(fd)
         return {
             "exit_code": 126,
             "timed_out": False,
@@ -321,34 +301,84 @@ def run_command(command: str, timeout_s: float, grace_s: float, max_output: int)
             "pipes_held": False,
             "duration_ms": (time.monotonic() - start) * 1000.0,
         }
-    os.close(out_w)
-    os.close(err_w)
-
-    timed_out = False
-    try:
-        proc.wait(timeout=max(timeout_s, 0.0))
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    for fd in (out_w, err_w, in_r):
+        if fd is not None:
+            os.close(fd)
+    with _state_lock:
+        _running[rid] = proc.pid
+        cancelled = rid in _cancelled
+    if cancelled:
         _killpg(proc.pid)
+
+    out_cap, err_cap = _Capture(max_output), _Capture(max_output)
+    caps = {out_r: out_cap, err_r: err_cap}
+    sel = selectors.DefaultSelector()
+    for fd in caps:
+        sel.register(fd, selectors.EVENT_READ)
+    pending = memoryview(stdin or b"")
+    if in_w is not None:
+        os.set_blocking(in_w, False)
+        sel.register(in_w, selectors.EVENT_WRITE)
+    deadline = start + max(timeout_s, 0.0)
+    timed_out = pipes_held = False
+    leader_gone_at: float | None = None
+    # The leader may exit while strays keep the pipes open: give them a grace period after
+    # it, then kill what is left of the group and stop waiting regardless (the backstop).
+    while caps:
+        now = time.monotonic()
+        if leader_gone_at is None and proc.poll() is not None:
+            leader_gone_at = now
+        if leader_gone_at is None and now >= deadline:
+            timed_out = True
+            _killpg(proc.pid)
+            proc.wait()
+            leader_gone_at = time.monotonic()
+            continue
+        if leader_gone_at is not None and now >= leader_gone_at + grace_s:
+            pipes_held = True
+            _killpg(proc.pid)
+            break
+        limit = deadline if leader_gone_at is None else leader_gone_at + grace_s
+        for key, _mask in sel.select(timeout=min(max(limit - now, 0.0), TICK_S)):
+            fd = key.fd
+            if fd == in_w:
+                try:
+                    pending = pending[os.write(fd, pending[:65536]) :]
+                except OSError:  # the command closed its stdin: drop the rest
+                    pending = pending[:0]
+                if not pending:
+                    sel.unregister(fd)
+                    os.close(fd)
+                    in_w = None
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                caps[fd].feed(chunk)
+            else:  # EOF: every holder of the pipe's write end is gone
+                sel.unregister(fd)
+                os.close(fd)
+                del caps[fd]
+    sel.close()
+    for fd in [*caps, in_w]:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    if proc.returncode is None:
         proc.wait()
-
-    # The leader is gone. Pipes close once every holder exits; give strays a grace period,
-    # then kill what is left of the group and stop waiting regardless (the backstop).
-    grace_deadline = time.monotonic() + grace_s
-    for cap in (out_cap, err_cap):
-        cap.done.wait(timeout=max(grace_deadline - time.monotonic(), 0.0))
-    pipes_held = not (out_cap.done.is_set() and err_cap.done.is_set())
-    if pipes_held:
-        _killpg(proc.pid)
-        for cap in (out_cap, err_cap):
-            cap.done.wait(timeout=0.2)
-
+    with _state_lock:
+        _running.pop(rid, None)
+        was_cancelled = rid in _cancelled
+        _cancelled.discard(rid)
     code = proc.returncode
     if code is not None and code < 0:
         code = 128 - code  # killed by a signal: report it the way a shell does
     return {
         "exit_code": None if timed_out else code,
         "timed_out": timed_out,
+        "cancelled": was_cancelled,
         "stdout": out_cap.text(),
         "stderr": err_cap.text(),
         "truncated": out_cap.truncated or err_cap.truncated,
@@ -357,44 +387,126 @@ def run_command(command: str, timeout_s: float, grace_s: float, max_output: int)
     }
 
 
-def cmd_exec(argv: list[str]) -> int:
-    timeout_s, grace_s, max_output = 60.0, DEFAULT_GRACE_S, DEFAULT_MAX_OUTPUT
-    while argv and argv[0] != "--":
-        flag, value, argv = argv[0], argv[1], argv[2:]
-        if flag == "--timeout":
-            timeout_s = float(value)
-        elif flag == "--grace":
-            grace_s = float(value)
-        elif flag == "--max-output":
-            max_output = int(value)
+def op_cancel(target: object) -> None:
+    with _state_lock:
+        _cancelled.add(target)
+        pid = _running.get(target)
+    if pid is not None:
+        _killpg(pid)
+
+
+# ---------------------------------------------------------------------------------- server
+
+OPS = {"warmup": op_warmup, "exec": op_exec, "write": op_write, "read": op_read, "reset": op_reset}
+_out_lock = threading.Lock()
+
+
+def _send(obj: dict) -> None:
+    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    data = memoryview(len(body).to_bytes(4, "big") + body)
+    with _out_lock:
+        while data:
+            data = data[os.write(1, data) :]
+
+
+def _read_exact(n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(0, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _handle(req: dict) -> None:
+    rid = req.get("id")
+    with _state_lock:
+        skip = rid in _cancelled
+    if skip:  # cancelled while queued: the worker no longer waits for it
+        with _state_lock:
+            _cancelled.discard(rid)
+        return
+    op = OPS.get(req.get("op"))  # type: ignore[arg-type]
+    try:
+        if op is None:
+            raise ValueError(f"unknown op {req.get('op')!r}; one of {sorted(OPS)}")
+        out = op(req)
+    except Exception as e:  # always answer
+        out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    out.setdefault("ok", True)
+    out["id"] = rid
+    _send(out)
+
+
+def _work(requests: queue.Queue) -> None:
+    while True:
+        _handle(requests.get())
+
+
+def serve() -> int:
+    requests: queue.Queue = queue.Queue()
+    # Started before any command runs: a fork storm that fills the pids limit must not leave
+    # the runner unable to start the thread that answers.
+    threading.Thread(target=_work, args=(requests,), daemon=True).start()
+    while True:
+        head = _read_exact(4)
+        size = int.from_bytes(head, "big") if head else -1
+        body = _read_exact(size) if 0 <= size <= MAX_FRAME else None
+        if body is None:
+            break  # EOF (the worker is gone) or a broken stream
+        try:
+            req = json.loads(body.decode("utf-8"))
+            if not isinstance(req, dict):
+                raise ValueError("a request must be a JSON object")
+        except ValueError as e:
+            _send({"id": None, "ok": False, "error": f"bad request: {e}"})
+            continue
+        if req.get("op") == "cancel":
+            op_cancel(req.get("target"))
         else:
-            _emit({"ok": False, "error": f"unknown flag {flag}"})
-            return 2
-    if len(argv) != 2:
-        _emit({"ok": False, "error": "usage: exec [flags] -- COMMAND"})
-        return 2
-    result = run_command(argv[1], timeout_s, grace_s, max_output)
-    result["ok"] = True
-    _emit(result)
-    # Return without waiting for the (daemon) reader threads a stray may still block.
-    sys.stdout.flush()
-    os._exit(0)
+            requests.put(req)
+    with _state_lock:
+        pids = list(_running.values())
+    for pid in pids:
+        _killpg(pid)
+    return 0
 
 
-COMMANDS = {
-    "init": cmd_init,
-    "warmup": cmd_warmup,
-    "write": cmd_write,
-    "read": cmd_read,
-    "exec": cmd_exec,
-}
+def cmd_serve(argv: list[str]) -> int:
+    """PID 1: fork the server, reap every orphan, exit with the server (or on TERM)."""
+    max_lifetime = DEFAULT_MAX_LIFETIME_S
+    if argv[:1] == ["--max-lifetime"] and len(argv) > 1:
+        max_lifetime = float(argv[1])
+    server = os.fork()
+    if server == 0:
+        code = 1
+        try:
+            code = serve()
+        finally:
+            os._exit(code)  # do not wait for threads a stray may still block
+
+    def _exit(_signum: int, _frame: object) -> None:
+        os._exit(0)  # the kernel kills every other process of the namespace with PID 1
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+        signal.signal(sig, _exit)
+    signal.alarm(max(int(max_lifetime), 1))
+    os.close(0)  # only the server reads the worker's stream
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == server:
+            os._exit(os.waitstatus_to_exitcode(status))
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
-        _emit({"ok": False, "error": f"usage: runner.py {{{','.join(COMMANDS)}}} ..."})
+    if argv[:1] != ["serve"]:
+        sys.stderr.write("usage: runner.py serve [--max-lifetime S]\n")
         return 2
-    return COMMANDS[argv[0]](argv[1:])
+    return cmd_serve(argv[1:])
 
 
 if __name__ == "__main__":

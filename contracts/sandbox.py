@@ -8,14 +8,15 @@ the interface and its value types, no IO.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Final, Protocol, Self, runtime_checkable
 
 RESET_WORKSPACE: Final = "find . -mindepth 1 -delete"
-"""Run in the workspace before each case or attempt: a fresh, empty workspace (dotfiles
-included)."""
+"""The shell form of emptying the workspace (dotfiles included), for sandboxes that are
+only a shell; `Sandbox.reset` is the one call the harness makes."""
 
 
 class SandboxError(RuntimeError):
@@ -51,8 +52,19 @@ class Sandbox(Protocol):
     async def start(self) -> None:
         """Create the environment and absorb one-time start costs (warm-up)."""
 
-    async def exec(self, cmd: str, timeout_s: float) -> ExecResult:
-        """Run `cmd` with bash in the workspace; kill its process group after `timeout_s`."""
+    async def exec(
+        self,
+        cmd: str,
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> ExecResult:
+        """Run `cmd` with bash in the workspace; kill its process group after `timeout_s`.
+
+        `env` adds variables to the sandbox's fixed, minimal environment (never a
+        credential: the sandbox must not see one); `stdin` is fed to the command (default:
+        none, /dev/null)."""
 
     async def write_files(self, files: Mapping[str, str]) -> None:
         """Write text files at paths relative to the workspace (parents are created)."""
@@ -60,6 +72,11 @@ class Sandbox(Protocol):
     async def read_file(self, path: str) -> str:
         """Read a text file (relative to the workspace, or absolute). FileNotFoundError if
         it does not exist."""
+
+    async def reset(self, files: Mapping[str, str] | None = None) -> None:
+        """Empty the workspace (dotfiles included) and write `files`, which become its
+        pristine copy; without `files`, restore the last pristine copy (empty if none).
+        Done inside the sandbox, in one call: a case's setup, or a retry's fresh start."""
 
     async def close(self) -> None:
         """Tear the environment down. Idempotent; safe after a failed or cancelled start."""
@@ -72,6 +89,28 @@ class Sandbox(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class ManagedSandbox(ABC):
+    """For implementations: `async with sandbox:` is `start()` ... `close()`."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 REDACTED = "[REDACTED]"

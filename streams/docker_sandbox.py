@@ -1,36 +1,34 @@
 """Docker implementation of the Sandbox: one container per decider job.
 
-The container runs `container/runner.py init` as PID 1 (reaps orphans) with no network, a
-non-root user, memory / pids / CPU limits and no environment of ours (it never sees a
-credential). Every operation is a `docker exec` of the runner; the docker SDK is blocking,
-so each call runs in a thread. Calls are serialised per sandbox (one case at a time).
+The container runs `container/runner.py serve` as PID 1 (reaps orphans, serves requests)
+with no network, a non-root user, memory / pids / CPU limits and no environment of ours (it
+never sees a credential). The worker attaches to the runner's stdin/stdout once, before the
+container starts, and sends every operation over that stream (`streams.runner_channel`):
+no `docker exec` per call. The docker SDK is blocking, so create and remove run in threads.
 
 The container is removed on every path: `close()` after success, error or cancellation
 (also when `start()` itself failed or was cancelled half-way), `close_all_sandboxes()` at
-worker shutdown, an atexit hook as a last resort; `streams.janitor` sweeps what a killed
-worker left behind.
+worker shutdown, an atexit hook as a last resort. A worker that dies closes its streams: each
+runner reads EOF and exits, and the container removes itself; `streams.janitor` sweeps
+whatever still remains.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import base64
 import contextlib
 import hashlib
-import io
-import json
 import logging
 import os
 import re
-import tarfile
+import socket
+import ssl
 import time
-import uuid
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from streams.janitor import (
     LABEL_CREATED,
@@ -40,7 +38,8 @@ from streams.janitor import (
     default_worker_id,
     worker_is_dead,
 )
-from streams.sandbox import ExecResult, SandboxError
+from streams.runner_channel import RunnerChannel
+from streams.sandbox import ExecResult, ManagedSandbox, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +56,11 @@ RUNNER_UID = 10001
 MODEL_SOCKET_MOUNT = "/run/provenroute"
 DEFAULT_GRACE_S = 2.0
 DEFAULT_MAX_OUTPUT = 64 * 1024
-INLINE_PAYLOAD_MAX = 64 * 1024
-"""Payloads up to this size travel base64-encoded in the exec's argv (Linux caps one
-argument at 128 KiB); bigger ones are uploaded as a file first."""
+READ_MAX_BYTES = 1024 * 1024
 TRANSPORT_SLACK_S = 15.0
 """Host-side allowance on top of timeout + grace before an exec is given up on."""
+OP_TIMEOUT_S = 60.0
+"""Longest a write, read or reset may take before the runner is deemed stuck."""
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 _LIVE: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
@@ -82,7 +81,7 @@ def _is_conflict(e: Exception) -> bool:
     return getattr(e, "status_code", None) == 409
 
 
-class DockerSandbox:
+class DockerSandbox(ManagedSandbox):
     """Sandbox backed by one Docker container; use as `async with DockerSandbox(key): ...`."""
 
     def __init__(
@@ -128,23 +127,13 @@ class DockerSandbox:
         self._client = client
         self._own_client = client is None
         self._container: Any | None = None
+        self._attached: socket.socket | None = None
+        """The attach stream between create and the channel taking it over."""
+        self._channel: RunnerChannel | None = None
         self._start_task: asyncio.Future[None] | None = None
         self._closed = False
-        self._lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- lifecycle
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._start_task is not None:
@@ -158,8 +147,11 @@ class DockerSandbox:
         self._start_task = asyncio.ensure_future(asyncio.to_thread(self._create_blocking))
         try:
             await asyncio.shield(self._start_task)
+            attached, self._attached = self._attached, None
+            assert attached is not None
+            self._channel = await RunnerChannel.open(attached, self.name)
             if self.warmup_enabled:
-                self.warmup_info = await self._runner_json(["warmup"], timeout_s=60.0)
+                self.warmup_info = await self._channel.call("warmup", wait_s=60.0)
                 if not self.warmup_info.get("ok"):
                     raise SandboxError(f"warm-up failed: {self.warmup_info}")
         except BaseException:
@@ -175,28 +167,54 @@ class DockerSandbox:
             if self._start_task is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(self._start_task)
+            # Closing the stream alone ends the runner (EOF) and so the container; the
+            # removal below does not rely on it.
+            if self._channel is not None:
+                await self._channel.close()
+            if self._attached is not None:
+                self._attached.close()
+                self._attached = None
             # Removal in a thread completes even if this task is cancelled again meanwhile.
             await asyncio.shield(asyncio.to_thread(self._remove_blocking))
         finally:
             _LIVE.discard(self)
 
+    @property
+    def alive(self) -> bool:
+        """Started, not closed, and its runner still answers (as far as we know)."""
+        return not self._closed and self._channel is not None and not self._channel.broken
+
+    async def claim(self, job_key: str) -> None:
+        """Hand a started sandbox (a warm one of a pool) to the job `job_key`: its container
+        takes the job's name, with the same conflict rules as a container created for it."""
+        container = self._require_container()
+        name = container_name(job_key)
+        await asyncio.to_thread(self._rename_blocking, container, name)
+        self.job_key, self.name = job_key, name
+
     # ---------------------------------------------------------------- operations
 
-    async def exec(self, cmd: str, timeout_s: float) -> ExecResult:
+    async def exec(
+        self,
+        cmd: str,
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> ExecResult:
         timeout_s = max(float(timeout_s), 0.1)
-        argv = [
-            "exec",
-            "--timeout",
-            f"{timeout_s:.3f}",
-            "--grace",
-            f"{self.grace_s:.3f}",
-            "--max-output",
-            str(self.max_output),
-            "--",
-            cmd,
-        ]
+        request: dict[str, Any] = {
+            "cmd": cmd,
+            "timeout_s": timeout_s,
+            "grace_s": self.grace_s,
+            "max_output": self.max_output,
+        }
+        if env:
+            request["env"] = dict(env)
+        if stdin is not None:
+            request["stdin"] = stdin
         try:
-            out = await self._runner_json(argv, timeout_s=timeout_s + self.grace_s)
+            out = await self._call("exec", timeout_s + self.grace_s + TRANSPORT_SLACK_S, request)
         except TimeoutError:
             return ExecResult(
                 exit_code=None,
@@ -206,6 +224,8 @@ class DockerSandbox:
                 duration_ms=(timeout_s + self.grace_s + TRANSPORT_SLACK_S) * 1000.0,
                 truncated=False,
             )
+        if not out.get("ok"):
+            raise SandboxError(f"exec failed in the runner: {out.get('error')}")
         return ExecResult(
             exit_code=out.get("exit_code"),
             stdout=out.get("stdout", ""),
@@ -217,38 +237,18 @@ class DockerSandbox:
 
     async def write_files(self, files: Mapping[str, str]) -> None:
         if files:
-            await self._write(files, clean=False)
+            out = await self._call("write", OP_TIMEOUT_S, {"files": _checked(files)})
+            if not out.get("ok"):
+                raise SandboxError(f"writing workspace files failed: {out.get('error')}")
 
-    async def reset_workspace(self, files: Mapping[str, str] | None = None) -> None:
-        """Empty the workspace and write `files`, in one runner call (a case's setup)."""
-        await self._write(files or {}, clean=True)
-
-    async def _write(self, files: Mapping[str, str], *, clean: bool) -> None:
-        for path, text in files.items():
-            if not isinstance(text, str):
-                raise TypeError(f"content of {path!r} must be str")
-            if not path or path.startswith("/") or ".." in path.replace("\\", "/").split("/"):
-                raise ValueError(f"workspace path must be relative and inside: {path!r}")
-        payload = json.dumps(dict(files), ensure_ascii=False).encode("utf-8")
-        flags = ["--clean"] if clean else []
-        async with self._lock:
-            if len(payload) <= INLINE_PAYLOAD_MAX:
-                inline = base64.b64encode(payload).decode("ascii")
-                argv = ["write", *flags, "--b64", inline]
-            else:  # too big for one argv string: upload it, then point the runner at it
-                name = f"provenroute-write-{uuid.uuid4().hex}.json"
-                archive = _tar_one(name, payload, uid=RUNNER_UID)
-                container = self._require_container()
-                ok = await asyncio.to_thread(container.put_archive, "/tmp", archive)
-                if not ok:
-                    raise SandboxError("could not upload the workspace payload")
-                argv = ["write", *flags, f"/tmp/{name}"]
-            out = await self._runner_json_unlocked(argv, timeout_s=60.0)
+    async def reset(self, files: Mapping[str, str] | None = None) -> None:
+        request = {} if files is None else {"files": _checked(files)}
+        out = await self._call("reset", OP_TIMEOUT_S, request)
         if not out.get("ok"):
-            raise SandboxError(f"writing workspace files failed: {out.get('error')}")
+            raise SandboxError(f"resetting the workspace failed: {out.get('error')}")
 
     async def read_file(self, path: str) -> str:
-        out = await self._runner_json(["read", "--max-bytes", "1048576", path], timeout_s=30.0)
+        out = await self._call("read", OP_TIMEOUT_S, {"path": path, "max_bytes": READ_MAX_BYTES})
         if out.get("ok"):
             return str(out.get("content", ""))
         kind, error = out.get("kind"), str(out.get("error"))
@@ -277,38 +277,11 @@ class DockerSandbox:
             raise SandboxError("sandbox is not running (not started, or closed)")
         return self._container
 
-    async def _runner_json(self, argv: list[str], *, timeout_s: float) -> dict[str, Any]:
-        async with self._lock:
-            return await self._runner_json_unlocked(argv, timeout_s=timeout_s)
-
-    async def _runner_json_unlocked(self, argv: list[str], *, timeout_s: float) -> dict[str, Any]:
-        container = self._require_container()
-        call = asyncio.to_thread(self._exec_blocking, container, ["python3", RUNNER, *argv])
-        exit_code, stdout, stderr = await asyncio.wait_for(call, timeout_s + TRANSPORT_SLACK_S)
-        line = stdout.strip().splitlines()[-1] if stdout.strip() else b""
-        try:
-            out = json.loads(line)
-        except ValueError:
-            out = None
-        if not isinstance(out, dict):
-            raise SandboxError(
-                f"runner {argv[0]} failed (exit {exit_code}): "
-                f"{stderr.decode('utf-8', 'replace')[-500:] or stdout[-500:]!r}"
-            )
-        return out
-
-    @staticmethod
-    def _exec_blocking(container: Any, cmd: list[str]) -> tuple[int | None, bytes, bytes]:
-        from docker.errors import APIError
-
-        try:
-            res = container.exec_run(
-                cmd, user=RUNNER_USER, workdir=WORKSPACE, demux=True, stdin=False, tty=False
-            )
-        except APIError as e:
-            raise SandboxError(f"docker exec failed: {e.explanation or e}") from None
-        out, err = res.output if res.output is not None else (None, None)
-        return res.exit_code, out or b"", err or b""
+    async def _call(self, op: str, timeout_s: float, request: dict[str, Any]) -> dict[str, Any]:
+        self._require_container()
+        if self._channel is None:
+            raise SandboxError("sandbox is not running (not started, or closed)")
+        return await self._channel.call(op, request, wait_s=timeout_s)
 
     def _client_blocking(self) -> Any:
         if self._client is None:
@@ -321,8 +294,10 @@ class DockerSandbox:
         from docker.errors import APIError, ImageNotFound
 
         client = self._client_blocking()
+        serve = ["serve", "--max-lifetime", str(int(self.max_lifetime_s))]
         kwargs: dict[str, Any] = dict(
-            command=["python3", RUNNER, "init", "--max-lifetime", str(int(self.max_lifetime_s))],
+            # -I -S: no environment or site packages of the image decide how the runner runs
+            command=["python3", "-I", "-S", RUNNER, *serve],
             name=self.name,
             labels={**self.labels, LABEL_CREATED: str(int(time.time()))},
             network_mode="none",
@@ -335,8 +310,14 @@ class DockerSandbox:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
             environment={},
-            auto_remove=True,  # an orphan that outlives max_lifetime_s removes itself
-            detach=True,
+            auto_remove=True,  # a runner that ends (EOF, max lifetime) takes the container
+            # The runner's stdin/stdout are the worker's channel: stdin stays open for one
+            # attach (StdinOnce), so closing that stream is EOF for the runner. Nothing it
+            # prints is worth a log file (every frame would be written to disk).
+            stdin_open=True,
+            detach=False,
+            tty=False,
+            log_config={"type": "none"},
         )
         if self.model_socket_dir is not None:
             kwargs["volumes"] = {
@@ -348,37 +329,55 @@ class DockerSandbox:
             except APIError as e:
                 if not _is_conflict(e):
                     raise
-                self._clear_conflicting_name(client)
+                self._clear_conflicting_name(client, self.name)
                 container = client.containers.create(self.image, **kwargs)
             self._container = container
+            # Attached before the start, so not a byte the runner prints is missed.
+            self._attached = _attach(container)
             container.start()
         except ImageNotFound:
             raise SandboxError(f"image {self.image} not found: run `make image`") from None
         except APIError as e:
             raise SandboxError(f"could not start container {self.name}: {e.explanation}") from None
 
-    def _clear_conflicting_name(self, client: Any) -> None:
+    def _rename_blocking(self, container: Any, name: str) -> None:
+        from docker.errors import APIError
+
+        try:
+            try:
+                container.rename(name)
+            except APIError as e:
+                if not _is_conflict(e):
+                    raise
+                self._clear_conflicting_name(self._client_blocking(), name, container.id)
+                container.rename(name)
+        except APIError as e:
+            raise SandboxError(f"could not give the sandbox the job's name {name}: {e}") from None
+
+    def _clear_conflicting_name(self, client: Any, name: str, own_id: str | None = None) -> None:
         """A container of the same job exists: a previous attempt of this job whose worker
         died (remove it), or the job running elsewhere right now (refuse)."""
         from docker.errors import NotFound
 
         try:
-            other = client.containers.get(self.name)
+            other = client.containers.get(name)
         except NotFound:
+            return
+        if own_id is not None and other.id == own_id:
             return
         owner = (other.labels or {}).get(LABEL_WORKER)
         if owner == self.worker_id:
-            if any(s is not self and s.name == self.name for s in list(_LIVE)):
-                raise SandboxError(f"job {self.job_key} is already running in this worker")
+            if any(s is not self and s.name == name for s in list(_LIVE)):
+                raise SandboxError(f"job {name} is already running in this worker")
         elif not worker_is_dead(owner):
-            raise SandboxError(f"job {self.job_key} already has a live container ({owner})")
-        log.info("removing leftover container %s of worker %s", self.name, owner)
+            raise SandboxError(f"job {name} already has a live container ({owner})")
+        log.info("removing leftover container %s of worker %s", name, owner)
         with contextlib.suppress(NotFound):
             other.remove(force=True, v=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # auto_remove may still be in flight
             try:
-                client.containers.get(self.name)
+                client.containers.get(name)
             except NotFound:
                 return
             time.sleep(0.1)
@@ -416,21 +415,38 @@ class DockerSandbox:
         except (NotFound, Exception):
             return None
         labels = c.labels or {}
-        if labels.get(LABEL_WORKER) == self.worker_id and labels.get(LABEL_JOB) == self.job_key:
+        if labels.get(LABEL_WORKER) == self.worker_id and labels.get(LABEL_JOB) == self.labels.get(
+            LABEL_JOB
+        ):
             return c
         return None
 
 
-def _tar_one(name: str, data: bytes, *, uid: int) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mode = 0o600
-        info.uid = info.gid = uid
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+def _checked(files: Mapping[str, str]) -> dict[str, str]:
+    for path, text in files.items():
+        if not isinstance(text, str):
+            raise TypeError(f"content of {path!r} must be str")
+        if not path or path.startswith("/") or ".." in path.replace("\\", "/").split("/"):
+            raise ValueError(f"workspace path must be relative and inside: {path!r}")
+    return dict(files)
+
+
+def _attach(container: Any) -> socket.socket:
+    """The container's stdin/stdout/stderr as one plain socket the event loop can own."""
+    stream = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+    raw = getattr(stream, "_sock", stream)  # docker-py hands a SocketIO over the socket
+    if not isinstance(raw, socket.socket) or isinstance(raw, ssl.SSLSocket):
+        stream.close()
+        raise SandboxError(
+            "the runner's stream needs a unix-socket or plain-TCP Docker endpoint"
+            f" (got {type(raw).__name__})"
+        )
+    # Our own descriptor of the connection; docker-py's wrappers are closed at once, so
+    # the stream lives exactly as long as the channel that owns it.
+    sock = raw.dup()
+    stream.close()
+    raw.close()
+    return sock
 
 
 async def close_all_sandboxes() -> None:

@@ -21,7 +21,7 @@ from contracts.cases import DeciderCase
 from contracts.config import HarnessName
 from infra.provider.errors import ProviderTimeout
 from infra.provider.protocol import ChatProvider, ToolCallView
-from streams.sandbox import RESET_WORKSPACE, Sandbox, SandboxError, redact
+from streams.sandbox import Sandbox, SandboxError, redact
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,15 @@ class BuiltinHarness:
             try:
                 async with asyncio.timeout(case.timeout_s):
                     attempt = await self._attempt(
-                        case, sandbox, model, reasoning_effort, rep, tail, costs, timing
+                        case,
+                        sandbox,
+                        model,
+                        reasoning_effort,
+                        rep,
+                        tail,
+                        costs,
+                        timing,
+                        retry=attempts > 1,
                     )
             except TimeoutError:
                 timed_out = True
@@ -297,15 +305,19 @@ class BuiltinHarness:
         tail: deque[str],
         costs: list[float | None],
         timing: _SandboxTime | None = None,
+        *,
+        retry: bool = False,
     ) -> _Attempt:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + case.timeout_s
         timing = timing if timing is not None else _SandboxTime()
         # A fresh workspace per attempt: the job's earlier cases (and a failed first
-        # attempt) leave nothing behind for this one to see.
+        # attempt) leave nothing behind for this one to see. A retry follows a first
+        # attempt that ran to its end, so the sandbox's pristine copy is this case's files:
+        # restored in the sandbox without sending them again.
         t_reset = time.perf_counter()
         try:
-            await self._fresh_workspace(sandbox, case.files)
+            await sandbox.reset(None if retry else case.files)
         finally:
             timing.reset_ms += (time.perf_counter() - t_reset) * 1000.0
         messages: list[dict[str, Any]] = [
@@ -427,9 +439,6 @@ class BuiltinHarness:
         except (ValueError, TypeError, OSError) as e:
             return self._cap(f"error: {e}")
 
-    async def _fresh_workspace(self, sandbox: Sandbox, files: Mapping[str, str]) -> None:
-        await fresh_workspace(sandbox, files)
-
     # ------------------------------------------------------------------ text hygiene
 
     def _clean(self, text: str) -> str:
@@ -447,16 +456,9 @@ class BuiltinHarness:
 
 
 async def fresh_workspace(sandbox: Sandbox, files: Mapping[str, str]) -> None:
-    """An empty workspace holding only `files` (a case's setup, before each attempt)."""
-    reset = getattr(sandbox, "reset_workspace", None)
-    if reset is not None:  # one call where the sandbox offers it (DockerSandbox)
-        await reset(files)
-        return
-    res = await sandbox.exec(RESET_WORKSPACE, timeout_s=30)
-    if res.exit_code != 0:
-        raise SandboxError(f"could not reset the workspace: {res.stderr[-300:]}")
-    if files:
-        await sandbox.write_files(files)
+    """An empty workspace holding only `files` (a case's setup, before each attempt): the
+    sandbox resets it in one call, inside the container."""
+    await sandbox.reset(files)
 
 
 def _arg(args: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> str:

@@ -10,9 +10,18 @@ from contracts.sandbox import (
     REDACTED,
     RESET_WORKSPACE,
     ExecResult,
+    ManagedSandbox,
     Sandbox,
     SandboxError,
     redact,
 )
 
-__all__ = ["REDACTED", "RESET_WORKSPACE", "ExecResult", "Sandbox", "SandboxError", "redact"]
+__all__ = [
+    "REDACTED",
+    "RESET_WORKSPACE",
+    "ExecResult",
+    "ManagedSandbox",
+    "Sandbox",
+    "SandboxError",
+    "redact",
+]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from pydantic import SecretStr
 
 from contracts.cases import FINAL_ANSWER_INSTRUCTION, DeciderCase
-from streams.sandbox import ExecResult
+from streams.sandbox import RESET_WORKSPACE, ExecResult, SandboxError
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class LocalSandbox:
         self.workspace: Path | None = None
         self.commands: list[str] = []
         self.writes: list[dict[str, str]] = []
+        self.pristine: dict[str, str] = {}
         self.closed = False
         LocalSandbox.instances.append(self)
 
@@ -152,7 +153,25 @@ class LocalSandbox:
         assert self.workspace is not None
         return (self.workspace / path).read_text()
 
-    async def exec(self, cmd: str, timeout_s: float) -> ExecResult:
+    async def reset(self, files: Mapping[str, str] | None = None) -> None:
+        """The contract's reset: empty the workspace, then write `files` (the new pristine
+        copy) or restore the last one."""
+        if files is not None:
+            self.pristine = dict(files)
+        res = await self.exec(RESET_WORKSPACE, 30.0)
+        if res.exit_code != 0:
+            raise SandboxError(f"could not reset the workspace: {res.stderr[-300:]}")
+        if self.pristine:
+            await self.write_files(self.pristine)
+
+    async def exec(
+        self,
+        cmd: str,
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> ExecResult:
         assert self.workspace is not None and not self.closed
         self.commands.append(cmd)
         t0 = time.perf_counter()
@@ -163,12 +182,15 @@ class LocalSandbox:
             "-c",
             cmd,
             cwd=self.workspace,
+            env={**os.environ, **(env or {})},
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        data = stdin.encode() if stdin is not None else None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+            out, err = await asyncio.wait_for(proc.communicate(data), timeout_s)
         except TimeoutError:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()

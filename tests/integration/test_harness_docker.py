@@ -18,6 +18,7 @@ from typing import Any
 
 import docker
 import pytest
+import pytest_asyncio
 import uvicorn
 from pydantic import SecretStr
 
@@ -60,7 +61,8 @@ def run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-@pytest.fixture
+# The test's own loop: a sandbox's stream to its runner belongs to the loop that started it.
+@pytest_asyncio.fixture(loop_scope="function")
 async def sandbox(client: Any, run_id: str) -> AsyncIterator[DockerSandbox]:
     async with DockerSandbox(
         f"test-{run_id}:harness:{uuid.uuid4().hex[:6]}:0",
@@ -264,8 +266,9 @@ async def test_planted_secrets_never_surface(
             )
         emitted += [str(info.value), info.value.transcript_tail, repr(info.value)]
         emitted.append(sb.__dict__.__repr__())
-        logs = client.containers.get(sb.name).logs().decode("utf-8", "replace")
-        emitted.append(logs)
+        # Nothing the container prints is kept by Docker: it all came through the runner's
+        # stream, into what was checked above.
+        assert attrs["HostConfig"]["LogConfig"]["Type"] == "none"
 
     out, err = capfd.readouterr()
     emitted += [caplog.text, out, err, repr(sim_settings), str(sim_settings.model_dump())]

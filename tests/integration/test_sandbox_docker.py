@@ -1,8 +1,8 @@
 """DockerSandbox on the real Docker engine: isolation, limits, kills and cleanup.
 
-No mocks: every test runs real containers of `provenroute/runner:latest` (built here from
-container/ when it is missing or stale). In CI a missing Docker daemon is a failure, never a
-skip.
+No mocks: every test runs real containers of `provenroute/runner:latest` (or the tag in
+PROVENROUTE_DOCKER_IMAGE; built here from container/ when it is missing or stale). In CI a
+missing Docker daemon is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 
 import docker
 import pytest
+import pytest_asyncio
 
 from streams.docker_sandbox import (
+    DEFAULT_IMAGE,
     DockerSandbox,
     close_all_sandboxes,
     container_name,
@@ -57,7 +59,8 @@ def ours(client: Any, run_id: str) -> list[Any]:
     return client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={run_id}"})
 
 
-@pytest.fixture
+# The test's own loop: a sandbox's stream to its runner belongs to the loop that started it.
+@pytest_asyncio.fixture(loop_scope="function")
 async def sandbox(client: Any, run_id: str) -> AsyncIterator[DockerSandbox]:
     async with DockerSandbox(
         f"test-{run_id}:sim/model:0:0", client=client, labels={TEST_LABEL: run_id}
@@ -99,11 +102,11 @@ async def test_container_shape_and_basic_operations(
     with pytest.raises(ValueError):
         await sandbox.write_files({"/etc/x": "x"})
 
-    big = "0123456789abcdef\n" * 20_000  # 340 KB: uploaded, not inlined in argv
+    big = "0123456789abcdef\n" * 20_000  # 340 KB: many of Docker's stream chunks
     await sandbox.write_files({"big/blob.txt": big, ".hidden": "h"})
     assert await sandbox.read_file("big/blob.txt") == big
     await sandbox.exec("mkdir -p locked/in && touch locked/in/f && chmod -R 000 locked", 10)
-    await sandbox.reset_workspace({"fresh.txt": "only me"})
+    await sandbox.reset({"fresh.txt": "only me"})
     ls = await sandbox.exec("ls -A", 10)
     assert ls.stdout == "fresh.txt\n"
     await sandbox.write_files({"a/b/c.txt": "héllo\n", "data.json": '{"k": [1, 2]}'})
@@ -270,7 +273,7 @@ async def test_ten_parallel_jobs_some_failing_leave_no_container(client: Any, ru
     started = asyncio.Event()
 
     async def job(i: int) -> str:
-        image = "provenroute/does-not-exist:latest" if i == 2 else "provenroute/runner:latest"
+        image = "provenroute/does-not-exist:latest" if i == 2 else DEFAULT_IMAGE
         async with DockerSandbox(
             f"test-{run_id}:sim/m:{i}:0", client=client, labels={TEST_LABEL: run_id}, image=image
         ) as sb:

@@ -46,6 +46,7 @@ def start(cfg: BenchmarkConfig, cases: list[str]) -> tuple[RunProgress, list[Cas
         StartRun(command_id="cmd-1", issued_at=NOW, kind="decider", force=False),
         now=NOW,
         case_ids={"decider": cases},
+        dataset_hashes={"classifier": "hash-c", "decider": "hash-d"},
         credentials=frozenset({"bench"}),
     )
     p: RunProgress | None = None

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from contracts.sandbox import RESET_WORKSPACE
 from streams.harness import TOOLS, BuiltinHarness, HarnessError
 from streams.sandbox import ExecResult, Sandbox, redact
 from tests.doubles import Call, Reply, ScriptedProvider
@@ -27,8 +26,10 @@ class MemorySandbox:
 
     def __init__(self, handler: Callable[[str], ExecResult] | None = None) -> None:
         self.files: dict[str, str] = {}
+        self.pristine: dict[str, str] = {}
         self.commands: list[str] = []
         self.writes: list[dict[str, str]] = []
+        self.resets: list[dict[str, str] | None] = []
         self.handler = handler
 
     async def start(self) -> None:
@@ -52,11 +53,21 @@ class MemorySandbox:
             raise FileNotFoundError(f"no such file: {path}")
         return self.files[path]
 
-    async def exec(self, cmd: str, timeout_s: float) -> ExecResult:
+    async def reset(self, files: Mapping[str, str] | None = None) -> None:
+        self.resets.append(None if files is None else dict(files))
+        if files is not None:
+            self.pristine = dict(files)
+        self.files = dict(self.pristine)
+
+    async def exec(
+        self,
+        cmd: str,
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> ExecResult:
         self.commands.append(cmd)
-        if cmd == RESET_WORKSPACE:
-            self.files.clear()
-            return ExecResult(0, "", "", False, 1.0, False)
         if self.handler is not None:
             return self.handler(cmd)
         if cmd.startswith("ls -la"):
@@ -105,8 +116,8 @@ async def test_tool_loop_reaches_a_final_answer() -> None:
     assert result.cost_usd == pytest.approx(0.031)
     assert result.model_latency_ms == pytest.approx(15.0)
     assert isinstance(sb, MemorySandbox)
-    assert sb.writes[0] == {"data/nums.txt": "1\n2\n3\n"}  # files written before the loop
-    assert sb.commands == [RESET_WORKSPACE, "awk '{s+=$1} END {print s}' data/nums.txt"]
+    assert sb.resets == [{"data/nums.txt": "1\n2\n3\n"}]  # the case's files, before the loop
+    assert sb.commands == ["awk '{s+=$1} END {print s}' data/nums.txt"]
 
     first, third = provider.requests[0], provider.requests[2]
     assert [m["role"] for m in first["messages"]] == ["system", "user"]
@@ -137,9 +148,10 @@ async def test_empty_answer_is_retried_once_from_scratch_and_costs_are_summed() 
     assert result.stop_reason == "final"
     assert result.cost_usd == pytest.approx(0.07)
     assert result.steps == 3
-    assert sb.commands.count(RESET_WORKSPACE) == 2  # workspace wiped before each attempt
+    # a fresh workspace before each attempt; the retry restores the pristine copy
+    assert sb.resets == [{"data/nums.txt": "1\n2\n3\n"}, None]
     assert "scratch.txt" not in sb.files
-    assert sb.writes[-1] == {"data/nums.txt": "1\n2\n3\n"}  # case files written again
+    assert sb.files == {"data/nums.txt": "1\n2\n3\n"}
     # the retry is a fresh conversation
     assert [m["role"] for m in provider.requests[2]["messages"]] == ["system", "user"]
 
