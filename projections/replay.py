@@ -235,8 +235,10 @@ async def bulk_replay(
             offsets += [(t, p, off) for (t, p), off in folded.items() if off > 0]
             for (t, p), off in folded.items():
                 stats.positions.setdefault(t, {})[p] = off
+        stats.load_s = time.monotonic() - started
         await asyncio.to_thread(loader.finish, sorted(offsets), sorted(errors, key=repr))
         stats.elapsed_s = time.monotonic() - started
+        stats.restore_s = stats.elapsed_s - stats.load_s
         return stats
     finally:
         await asyncio.to_thread(loader.close)
