@@ -23,6 +23,7 @@ from contracts.events import EVENT_CLASSES
 from infra.settings import Settings
 from projections.fast_fold import FAST_FOLDERS
 from projections.fold import Row, fold
+from projections.tables import POSITIONED
 
 log = logging.getLogger("provenroute.projector")
 
@@ -232,6 +233,9 @@ class LogFolder:
                     self.cut.add(tp)
                     break
                 if rows:
+                    if rows[0][0] in POSITIONED:  # its event's first row (a unit test pins it)
+                        where = (tp.partition, offset)
+                        rows = [(t, v + where) if t in POSITIONED else (t, v) for t, v in rows]
                     append(Item(tp, offset, type_name, rows))
                     applied += 1
                 else:

@@ -18,7 +18,7 @@ from projections.bulk_writer import BulkClaims, BulkUnsupported, Deferred
 from projections.fast_fold import FAST_FOLDERS
 from projections.fold import FOLDERS, Row, fold
 from projections.migrate import load_migrations
-from projections.tables import TABLE, TABLES
+from projections.tables import LOG_POSITION, POSITIONED, TABLE, TABLES
 from projections.writer import group_rows
 
 
@@ -41,7 +41,22 @@ def test_every_event_type_has_a_folder() -> None:
 def test_rows_match_their_tables_columns() -> None:
     for _topic, _key, event in _log().messages:
         for table, values in fold(event):
-            assert len(values) == len(TABLE[table].columns), table
+            # the projector appends the log position to positioned tables' rows
+            width = len(TABLE[table].columns) - (
+                len(LOG_POSITION) if TABLE[table].positioned else 0
+            )
+            assert len(values) == width, table
+
+
+def test_a_positioned_row_comes_first_in_its_event() -> None:
+    seen = set()
+    for _topic, _key, event in _log().messages:
+        rows = fold(event)
+        for i, (table, _values) in enumerate(rows):
+            if table in POSITIONED:
+                assert i == 0, (type(event).__name__, table)
+                seen.add(table)
+    assert seen == POSITIONED
 
 
 def test_children_come_after_their_parents() -> None:
