@@ -16,7 +16,7 @@ from typing import Any, Final
 from contracts.classification import CLASSIFICATION_FIELDS
 from contracts.events import CaseGraded, DecisionMade
 from projections.fold import Row
-from projections.tables import TABLE
+from projections.tables import DECISION_BILLING, TABLE
 
 _KEY = itemgetter("run_id", "model", "case_id", "rep")
 _GRADED = itemgetter(
@@ -25,8 +25,13 @@ _GRADED = itemgetter(
 _CLS = itemgetter(*CLASSIFICATION_FIELDS)
 _NO_CLS = (None,) * 9
 _DECISION = itemgetter(
-    *("occurred_at" if c == "decided_at" else c for c in TABLE["decisions"].columns)
+    *(
+        "occurred_at" if c == "decided_at" else c
+        for c in TABLE["decisions"].columns
+        if c not in DECISION_BILLING
+    )
 )
+_OUTCOME_DEFAULT = DecisionMade.model_fields["classifier_outcome"].default
 # itemgetter builds each row tuple in C: per event this is most of the folding cost.
 
 
@@ -49,7 +54,9 @@ def _fast_graded(d: dict[str, Any]) -> list[Row]:
 
 
 def _fast_decision(d: dict[str, Any]) -> list[Row]:
-    return [("decisions", _DECISION(d))]
+    # The billing fields came later, with defaults: events written before them lack them.
+    billing = (d.get("user_id"), d.get("classifier_outcome", _OUTCOME_DEFAULT))
+    return [("decisions", _DECISION(d) + billing)]
 
 
 FAST_FOLDERS: Final[dict[tuple[str, int], Callable[[dict[str, Any]], list[Row]]]] = {

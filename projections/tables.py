@@ -48,6 +48,9 @@ _SNAPSHOT = (
 LOG_POSITION: Final = ("log_partition", "log_offset")
 """Partition and offset of the event a row comes from: "latest" follows the log, not a clock."""
 
+DECISION_BILLING: Final = ("user_id", "classifier_outcome")
+"""The decisions' billing columns (issue 16.10): optional in DecisionMade, so last."""
+
 _CLS = (
     "cls_task_type",
     "cls_subtask_type",
@@ -276,6 +279,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "table_version",
             "latency_ms",
             "decided_at",
+            *DECISION_BILLING,
         ),
         ("decision_id",),
     ),

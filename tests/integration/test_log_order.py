@@ -12,10 +12,9 @@ from bench.synthetic import LogBuilder, produce
 from contracts.command_decider import ADMIN_KEY
 from contracts.taxonomy import TIERS, Tier
 from projections.db import connect
-from projections.export import compare_schemas
 from projections.projector import project_once
 from projections.read_model import PostgresReadModel
-from projections.replay import drop_schema, replay
+from tests.integration.replay_check import assert_bulk_replay_equals
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,11 +64,4 @@ async def test_latest_is_the_last_in_the_log_whatever_the_clock_says(
     assert override == "sim/second"
 
     # The bulk replay records the same log positions, so it picks the same facts.
-    target = f"{pg_schema}_replay"
-    try:
-        result = await replay(settings, schema=target)
-        assert result.mode == "bulk"
-        with connect(settings.database_url, pg_schema) as conn:
-            assert compare_schemas(conn, pg_schema, target) == {}
-    finally:
-        drop_schema(settings.database_url, target)
+    await assert_bulk_replay_equals(settings, pg_schema)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.synthetic import DEFAULT_MODELS, LogBuilder, SimModel
-from contracts.codec import encode_event
+from contracts.codec import decode_event, encode_event
 from contracts.envelope import EventBase
 from contracts.events import EVENT_CLASSES, CaseGraded, RunStarted
 from projections.bulk_writer import BulkClaims, BulkUnsupported, Deferred
@@ -77,6 +77,20 @@ def test_fast_path_folds_exactly_like_the_validating_path() -> None:
         assert fast(d) == fold(event)
         checked += 1
     assert checked > 40
+
+
+def test_fast_decisions_read_the_billing_fields_and_do_without_them() -> None:
+    b = LogBuilder(seed=4)
+    b.decisions(2, "r1", ["sim/swift-mini"])
+    first, second = (e for _t, _k, e in b.messages)
+    billed = first.model_copy(
+        update={"user_id": "u-7", "classifier_outcome": "timeout", "classifier_cost_usd": None}
+    )
+    fast = FAST_FOLDERS[("DecisionMade", 1)]
+    assert fast(orjson.loads(encode_event(billed))) == fold(billed)
+    old = orjson.loads(encode_event(second))  # written before the billing fields existed
+    del old["user_id"], old["classifier_outcome"]
+    assert fast(old) == fold(decode_event(orjson.dumps(old)))
 
 
 def test_fast_path_sees_classifications_and_missing_optionals() -> None:
