@@ -1,27 +1,37 @@
 """Replay benchmark: N realistic events on a fresh topic prefix, replayed into a fresh schema.
 
-    .venv/bin/python bench/replay.py [--events 1000000] [--keep]
+    .venv/bin/python -m bench.replay [--events 1000000] [--json] [--keep] [--reuse PREFIX]
 
 Generates decider runs (8 models x 76 cases x 3 reps, carried models, summaries, routing
 tables), classifier runs and decisions with the contract classes, pre-encodes them, produces
-them with an idempotent batching producer, then times `replay` (migrations + projector,
-from offset 0 into a fresh schema). Prints events/s and peak RSS (target: >= 50,000/s).
+them with an idempotent batching producer, then times `replay` (migrations + loaders, from
+offset 0 into a fresh schema) in a process of its own, so its peak RSS is its own. Checks
+what it measured: no failed event, and exactly the expected rows (case results, decisions,
+routing tables) and offsets. Target: >= 100,000 events/s, peak RSS <= 250 MB per process.
+
+`--keep` keeps the topics (and the schema); `--reuse PREFIX` replays topics a kept run left
+(the generator runs again, without producing, to know what to expect).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import resource
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.synthetic import LogBuilder, SimModel, produce
 from contracts.codec import encode_event
+from contracts.events import CaseGraded, DecisionMade, RoutingTablePublished
 from infra.settings import Settings, assume_dev
 from projections.db import connect
 from projections.replay import replay
@@ -38,12 +48,22 @@ FLEET: tuple[SimModel, ...] = tuple(
 )
 
 
-async def generate_and_produce(settings: Settings, target: int, seed: int = 7) -> int:
-    """Generate runs chunk by chunk, pre-encode, hand them to a batching producer."""
+@dataclass
+class Expected:
+    events: int = 0
+    case_results: int = 0
+    decisions: int = 0
+    routing_tables: int = 0
+
+
+async def generate(settings: Settings | None, target: int, seed: int = 7) -> Expected:
+    """Generate runs chunk by chunk, pre-encode, hand them to a batching producer (unless
+    `settings` is None: then only count what a replay must produce)."""
     b = LogBuilder(seed=seed)
     cfg = b.config(FLEET)
-    sent = n = 0
-    while sent < target:
+    want = Expected()
+    n = 0
+    while want.events < target:
         n += 1
         if n % 10 == 0:
             b.classifier_run(f"bench-cls-{n}", cfg, cases=72)
@@ -52,36 +72,109 @@ async def generate_and_produce(settings: Settings, target: int, seed: int = 7) -
                 b.history.clear()
             b.decider_run(f"bench-run-{n}", cfg, FLEET, reps=3, step_s=0.01)
             b.decisions(400, f"bench-run-{n}", [m.model for m in FLEET[:4]])
-        chunk = b.messages[: target - sent]
+        chunk = b.messages[: target - want.events]
         b.messages.clear()
-        encoded = [(topic, key.encode(), encode_event(ev)) for topic, key, ev in chunk]
-        await produce(settings.kafka_bootstrap, settings.topic_prefix, encoded)
-        sent += len(encoded)
-    return sent
+        want.events += len(chunk)
+        want.case_results += sum(isinstance(e, CaseGraded) for _t, _k, e in chunk)
+        want.decisions += sum(isinstance(e, DecisionMade) for _t, _k, e in chunk)
+        want.routing_tables += sum(isinstance(e, RoutingTablePublished) for _t, _k, e in chunk)
+        if settings is not None:
+            encoded = [(topic, key.encode(), encode_event(ev)) for topic, key, ev in chunk]
+            await produce(settings.kafka_bootstrap, settings.topic_prefix, encoded)
+    return want
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def cpu_s() -> float:
+    """User + system CPU seconds of this process and its waited-for children."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 async def replay_only(prefix: str, schema: str) -> None:
+    """The replay's own process: prints one JSON line with its figures."""
     settings = Settings().model_copy(update={"topic_prefix": prefix})
+    started = time.monotonic()
     result = await replay(settings, schema=schema)
     s = result.stats
-    print(
-        f"replayed {s.events_applied:,} events into {schema} in {s.elapsed_s:.1f}s: "
-        f"{s.events_per_s:,.0f} events/s ({s.batches} batches, {s.failed} failed, {result.mode})"
+    figures = {
+        "events": s.events_applied,
+        "failed": s.failed,
+        "ignored": s.ignored,
+        "seconds": round(s.elapsed_s, 2),
+        "seconds_with_schema_setup": round(time.monotonic() - started, 2),
+        "events_per_s": round(s.events_per_s),
+        "load_s": round(s.load_s, 2),
+        "restore_s": round(s.restore_s, 2),
+        "mode": result.mode,
+        "loader_processes": s.workers,
+        "peak_rss_main_mb": round(peak_rss_mb()),
+        "peak_rss_loader_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN)),
+        "client_cpu_s": round(cpu_s(), 2),
+    }
+    print(json.dumps(figures))
+
+
+async def measure(base: Settings, prefix: str, schema: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--replay-only", prefix, schema, stdout=asyncio.subprocess.PIPE
     )
-    print(
-        f"replay peak RSS: main process {peak_rss_mb():.0f} MB, largest loader process "
-        f"{peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB"
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(proc.returncode)
+    figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    with connect(base.database_url, schema) as conn:
+        row = conn.execute(
+            "select (select count(*) from case_results), (select count(*) from decisions),"
+            " (select count(*) from routing_tables),"
+            " (select coalesce(sum(next_offset), 0) from projection_offsets)"
+        ).fetchone()
+    assert row is not None
+    figures.update(
+        zip(("case_results", "decisions", "routing_tables", "offsets"), map(int, row), strict=True)
     )
+    figures["peak_rss_mb"] = max(figures["peak_rss_main_mb"], figures["peak_rss_loader_mb"])
+    return figures
+
+
+def check(figures: dict[str, Any], want: Expected) -> list[str]:
+    problems = [] if figures["failed"] == 0 else [f"{figures['failed']} events failed"]
+    for name in ("case_results", "decisions", "routing_tables"):
+        if figures[name] != getattr(want, name):
+            problems.append(f"{name}: {figures[name]} rows, expected {getattr(want, name)}")
+    if figures["offsets"] != want.events:
+        problems.append(f"offsets sum to {figures['offsets']}, expected {want.events}")
+    return problems
+
+
+async def drop(base: Settings, schema: str, prefix: str | None) -> None:
+    with connect(base.database_url, "public") as conn:
+        conn.execute(f'drop schema if exists "{schema}" cascade')
+    if prefix is None:
+        return
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--json", action="store_true", help="print one JSON object of figures")
     ap.add_argument("--keep", action="store_true", help="keep the topics and replayed schema")
+    ap.add_argument("--reuse", metavar="PREFIX", help="replay the topics a --keep run left")
     ap.add_argument("--replay-only", nargs=2, metavar=("PREFIX", "SCHEMA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     assume_dev()
@@ -89,44 +182,49 @@ async def main() -> None:
         await replay_only(*args.replay_only)
         return
 
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     base = Settings()
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    prefix = args.reuse or f"bench{uuid.uuid4().hex[:8]}."
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    settings = base.model_copy(update={"topic_prefix": prefix})
-    await ensure_topics(base.kafka_bootstrap, prefix)
     t0 = time.perf_counter()
-    sent = await generate_and_produce(settings, args.events)
-    t1 = time.perf_counter()
-    print(f"generated and produced {sent:,} events to {prefix}events in {t1 - t0:.1f}s")
-    print(f"generator peak RSS {peak_rss_mb():.0f} MB")
-    try:
-        # The replay runs in its own process so its peak RSS is its own.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--replay-only", prefix, schema
+    if args.reuse:
+        want = await generate(None, args.events)
+        say(f"reusing {prefix}: {want.events:,} events expected")
+    else:
+        await ensure_topics(base.kafka_bootstrap, prefix)
+        want = await generate(base.model_copy(update={"topic_prefix": prefix}), args.events)
+        say(
+            f"generated and produced {want.events:,} events to {prefix} in "
+            f"{time.perf_counter() - t0:.1f}s (peak RSS {peak_rss_mb():.0f} MB)"
         )
-        rc = await proc.wait()
-        if rc != 0:
-            raise SystemExit(rc)
-        with connect(base.database_url, schema) as conn:
-            rows = conn.execute(
-                "select (select count(*) from case_results), (select count(*) from decisions),"
-                " (select count(*) from routing_tables), (select sum(next_offset)"
-                " from projection_offsets)"
-            ).fetchone()
-        print(f"case_results, decisions, routing_tables, offsets: {rows}")
+    try:
+        figures = await measure(base, prefix, schema)
     finally:
         if not args.keep:
-            with connect(base.database_url, "public") as conn:
-                conn.execute(f'drop schema if exists "{schema}" cascade')
-            from aiokafka.admin import AIOKafkaAdminClient
-
-            admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap)
-            await admin.start()
-            try:
-                names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-                await admin.delete_topics(names)
-            finally:
-                await admin.close()
+            await drop(base, schema, None if args.reuse else prefix)
+    figures["load_average_1m"] = round(os.getloadavg()[0], 2)
+    figures["topic_prefix"] = prefix
+    problems = check(figures, want)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print(
+            f"replayed {figures['events']:,} events in {figures['seconds']:.1f}s: "
+            f"{figures['events_per_s']:,} events/s ({figures['mode']}; load "
+            f"{figures['load_s']:.1f}s, constraints {figures['restore_s']:.1f}s; "
+            f"{figures['failed']} failed)"
+        )
+        print(
+            f"peak RSS: main process {figures['peak_rss_main_mb']} MB, largest loader process "
+            f"{figures['peak_rss_loader_mb']} MB; client CPU {figures['client_cpu_s']:.1f}s; "
+            f"1-min load average {figures['load_average_1m']}"
+        )
+        print(
+            f"rows: {figures['case_results']:,} case results, {figures['decisions']:,} "
+            f"decisions, {figures['routing_tables']} routing tables; offsets {figures['offsets']:,}"
+        )
+    if problems:
+        raise SystemExit("replay bench check failed: " + "; ".join(problems))
 
 
 if __name__ == "__main__":

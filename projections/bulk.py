@@ -77,7 +77,10 @@ class BulkReplayer:
         """A shard's projection_errors rows (the opener writes them)."""
 
     async def run(self, stop: asyncio.Event | None = None) -> ProjectorStats:
-        consumer = new_consumer(self.settings)
+        # Small fetches: a loader folds far slower than Kafka sends, so a big read-ahead
+        # only costs memory (the per-process RSS budget is 250 MB) and CPU (measured: 4 MB
+        # fetches take a quarter less CPU per record than 64 MB ones).
+        consumer = new_consumer(self.settings, fetch_mb=4)
         await consumer.start()
         try:
             only = self.shard.partitions if self.shard is not None else None
@@ -139,10 +142,15 @@ class BulkReplayer:
             offsets = sorted(
                 (tp.topic, tp.partition, off) for tp, off in folder.folded.items() if off > 0
             )
+            # The claimed keys go now, by reference counting: a collection that met them
+            # (below) would walk a million tuples for nothing.
+            del claims, grouped
             if self.shard is not None:
                 await asyncio.to_thread(loader.commit_rows)
             else:
+                self.stats.load_s = time.monotonic() - self.stats.started
                 await asyncio.to_thread(loader.finish, offsets, self.errors)
+                self.stats.restore_s = time.monotonic() - self.stats.started - self.stats.load_s
         finally:
             if pending is not None and not pending.done():
                 with contextlib.suppress(BaseException):

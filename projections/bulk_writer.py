@@ -8,6 +8,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -119,33 +120,115 @@ class BulkClaims:
             for t in TABLES
         }
         for rows in events:
-            # (table, key) of the parent rows this event claimed, and of its children
-            claimed: set[tuple[str, Any]] | None = None
-            for table, values in rows:
-                key_of, keys, parent, fks, is_parent, dest = plans[table]
+            # The common shapes first (a case result and its diagnostics, a decision): one
+            # row of a root table, then only children of that row, each child key once.
+            table, values = rows[0]
+            key_of, keys, _parent, fks, _is_parent, dest = plans[table]
+            if keys is not None and self._simple(rows, table, plans):
                 key = key_of(values)
-                if keys is not None:
-                    if key in keys:
-                        continue
-                    keys.add(key)
-                else:
-                    assert parent is not None
-                    if claimed is None or (parent[0], parent[1](values)) not in claimed:
-                        continue
-                    if (table, key) in claimed:
-                        continue  # a child's key extends its parent's: only this event has it
-                    claimed.add((table, key))
+                if key in keys:
+                    continue
+                keys.add(key)
                 for getter, ref in fks:
                     if getter(values) not in seen[ref]:
                         raise BulkUnsupported(
                             f"{table} row {key!r} has no {ref} row before it (an orphan)"
                         )
-                if is_parent:
-                    if claimed is None:
-                        claimed = set()
-                    claimed.add((table, key))
                 dest.append(values)
+                for child, child_values in rows[1:]:
+                    plans[child][5].append(child_values)
+                continue
+            self._claim_event(rows, plans, seen)
         return out
+
+    @staticmethod
+    def _simple(rows: list[Row], table: str, plans: dict[str, Any]) -> bool:
+        """Only children of the first row follow it, with distinct keys (checked cheaply)."""
+        if len(rows) == 1:
+            return True
+        key = plans[table][0](rows[0][1])
+        if len(rows) == 2:
+            child, values = rows[1]
+            _key_of, _keys, parent, fks, is_parent, _dest = plans[child]
+            return (
+                parent is not None
+                and parent[0] == table
+                and not fks
+                and not is_parent
+                and parent[1](values) == key
+            )
+        children: set[tuple[str, Any]] = set()
+        for child, values in rows[1:]:
+            key_of, _keys, parent, fks, is_parent, _dest = plans[child]
+            if parent is None or parent[0] != table or fks or is_parent:
+                return False
+            if parent[1](values) != key:
+                return False
+            children.add((child, key_of(values)))
+        return len(children) == len(rows) - 1
+
+    @staticmethod
+    def _claim_event(rows: list[Row], plans: dict[str, Any], seen: dict[str, set[Any]]) -> None:
+        # (table, key) of the parent rows this event claimed, and of its children
+        claimed: set[tuple[str, Any]] | None = None
+        for table, values in rows:
+            key_of, keys, parent, fks, is_parent, dest = plans[table]
+            key = key_of(values)
+            if keys is not None:
+                if key in keys:
+                    continue
+                keys.add(key)
+            else:
+                assert parent is not None
+                if claimed is None or (parent[0], parent[1](values)) not in claimed:
+                    continue
+                if (table, key) in claimed:
+                    continue  # a child's key extends its parent's: only this event has it
+                claimed.add((table, key))
+            for getter, ref in fks:
+                if getter(values) not in seen[ref]:
+                    raise BulkUnsupported(
+                        f"{table} row {key!r} has no {ref} row before it (an orphan)"
+                    )
+            if is_parent:
+                if claimed is None:
+                    claimed = set()
+                claimed.add((table, key))
+            dest.append(values)
+
+
+_TIMESTAMPTZ_OID = 1184
+
+
+def _with_datetimes(row: tuple[Any, ...], stamps: list[int]) -> list[Any]:
+    out = list(row)
+    for i in stamps:
+        value = out[i]
+        if value is None:
+            continue
+        try:
+            moment = datetime.fromisoformat(value)
+        except (TypeError, ValueError) as e:
+            raise BulkUnsupported(f"unreadable timestamp {value!r}") from e
+        if moment.tzinfo is None:
+            raise BulkUnsupported(f"timestamp without a time zone {value!r}")
+        out[i] = moment
+    return out
+
+
+def read_column_types(conn: psycopg.Connection, schema: str) -> dict[str, tuple[int, ...]]:
+    """Type oid of every projected table's columns, in the writer's column order."""
+    found = {
+        (table, column): oid
+        for table, column, oid in conn.execute(
+            "select c.relname, a.attname, a.atttypid::int from pg_attribute a"
+            " join pg_class c on c.oid = a.attrelid"
+            " where c.relnamespace = to_regnamespace(%s) and c.relname = any(%s)"
+            " and a.attnum > 0 and not a.attisdropped",
+            (schema, [t.name for t in TABLES]),
+        ).fetchall()
+    }
+    return {t.name: tuple(found[(t.name, c)] for c in t.columns) for t in TABLES}
 
 
 class BulkLoader:
@@ -168,6 +251,8 @@ class BulkLoader:
         self.copied: dict[str, int] = {t.name: 0 for t in TABLES}
         self.freeze = False
         """COPY ... FREEZE: this loader truncated the tables in its load transaction."""
+        self.types: dict[str, tuple[int, ...]] = {}
+        """Column type oids per table (binary COPY)."""
         self._conn: psycopg.Connection | None = None
 
     def _connect(self) -> psycopg.Connection:
@@ -194,6 +279,7 @@ class BulkLoader:
         if conn.execute(probe).fetchone() is not None:
             raise BulkUnsupported(f"schema {self.schema} is not empty")
         self.deferred = read_deferrable(conn, self.schema)
+        self.types = read_column_types(conn, self.schema)
         claims = BulkClaims(self.deferred)
         with conn.transaction():
             for kind in ("f", "p", "u", "i"):
@@ -222,6 +308,7 @@ class BulkLoader:
         self.deferred = deferred
         claims = BulkClaims(deferred)
         self._conn = self._connect()
+        self.types = read_column_types(self._conn, self.schema)
         self._conn.autocommit = False
         return claims
 
@@ -231,7 +318,14 @@ class BulkLoader:
         self._conn.commit()
 
     def copy(self, grouped: dict[str, list[tuple[Any, ...]]]) -> None:
-        """COPY one batch's claimed rows (inside the load transaction)."""
+        """COPY one batch's claimed rows (inside the load transaction).
+
+        Binary COPY: a third less work on both sides than text (no float or timestamp
+        parsing in Postgres, no escaping here). Timestamps arrive as ISO strings and go as
+        aware datetimes; one Python cannot read (or reads as naive) makes the replay fall
+        back to the transactional path, where Postgres judges it as the live projector's
+        would.
+        """
         assert self._conn is not None
         with self._conn.cursor() as cur:
             for spec in TABLES:
@@ -239,15 +333,22 @@ class BulkLoader:
                 if not rows:
                     continue
                 cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
-                stmt = sql.SQL("copy {} ({}) from stdin {}").format(
+                stmt = sql.SQL("copy {} ({}) from stdin (format binary{})").format(
                     sql.Identifier(spec.name),
                     cols,
-                    sql.SQL("with (freeze)" if self.freeze else ""),
+                    sql.SQL(", freeze" if self.freeze else ""),
                 )
+                types = self.types[spec.name]
+                stamps = [i for i, t in enumerate(types) if t == _TIMESTAMPTZ_OID]
                 with cur.copy(stmt) as cp:
+                    cp.set_types(list(types))
                     write = cp.write_row
-                    for r in rows:
-                        write(r)
+                    if not stamps:
+                        for r in rows:
+                            write(r)
+                    else:
+                        for r in rows:
+                            write(_with_datetimes(r, stamps))
                 self.copied[spec.name] += len(rows)
 
     def finish(

@@ -21,6 +21,7 @@ EXPORTABLE = (
     "run_history",
     "model_accuracy_by_tier",
     "decision_mix",
+    "usage_by_user_day",
     "live_routing_table",
     "projection_errors",
 )

@@ -312,6 +312,8 @@ def _decision(e: DecisionMade) -> list[Row]:
                 e.table_version,
                 e.latency_ms,
                 e.occurred_at,
+                e.user_id,
+                e.classifier_outcome,
             ),
         )
     ]

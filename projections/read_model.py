@@ -241,9 +241,9 @@ class PostgresReadModel:
 
     async def routing_table_as_of(self, as_of: datetime | None) -> RoutingTable | None:
         row = await self._one(
-            "select version from routing_tables"
-            " where %(t)s::timestamptz is null or published_at <= %(t)s::timestamptz"
-            " order by published_at desc, version desc limit 1",
+            "select version from routing_tables_in_log_order"
+            " where %(t)s::timestamptz is null or log_time <= %(t)s::timestamptz"
+            " order by log_rank desc limit 1",
             {"t": as_of},
         )
         return None if row is None else await self.routing_table(row["version"])
@@ -301,7 +301,7 @@ class PostgresReadModel:
         return _winner(
             await self._one(
                 "select run_id, model, accuracy, avg_cost_usd, p95_latency_ms, reason"
-                " from classifier_winners order by published_at desc, run_id desc limit 1"
+                " from classifier_winners_in_log_order order by log_rank desc limit 1"
             )
         )
 
@@ -317,7 +317,7 @@ class PostgresReadModel:
 
     async def classifier_override(self) -> str | None:
         row = await self._one(
-            "select model from classifier_overrides order by set_at desc, event_id desc limit 1"
+            "select model from classifier_overrides_in_log_order order by log_rank desc limit 1"
         )
         return None if row is None else row["model"]
 
@@ -325,7 +325,7 @@ class PostgresReadModel:
 
     async def live_config(self) -> SavedConfig | None:
         head = await self._one(
-            "select * from benchmark_configs order by saved_at desc, config_id desc limit 1"
+            "select * from benchmark_configs_in_log_order order by log_rank desc limit 1"
         )
         if head is None:
             return None

@@ -235,8 +235,10 @@ async def bulk_replay(
             offsets += [(t, p, off) for (t, p), off in folded.items() if off > 0]
             for (t, p), off in folded.items():
                 stats.positions.setdefault(t, {})[p] = off
+        stats.load_s = time.monotonic() - started
         await asyncio.to_thread(loader.finish, sorted(offsets), sorted(errors, key=repr))
         stats.elapsed_s = time.monotonic() - started
+        stats.restore_s = stats.elapsed_s - stats.load_s
         return stats
     finally:
         await asyncio.to_thread(loader.close)
@@ -313,10 +315,10 @@ def swap_in(settings: Settings, new: str, now: datetime | None = None) -> str | 
         )
         conn.execute(sql.SQL("set local search_path to {}").format(sql.Identifier(live)))
         table = conn.execute(
-            "select version from routing_tables order by published_at desc, version desc limit 1"
+            "select version from routing_tables_in_log_order order by log_rank desc limit 1"
         ).fetchone()
         winner = conn.execute(
-            "select run_id from classifier_winners order by published_at desc, run_id desc limit 1"
+            "select run_id from classifier_winners_in_log_order order by log_rank desc limit 1"
         ).fetchone()
         for channel, row in ((CHANNEL_ROUTING_TABLE, table), (CHANNEL_CLASSIFIER_WINNER, winner)):
             if row is not None:

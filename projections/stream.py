@@ -23,6 +23,7 @@ from contracts.events import EVENT_CLASSES
 from infra.settings import Settings
 from projections.fast_fold import FAST_FOLDERS
 from projections.fold import Row, fold
+from projections.tables import POSITIONED
 
 log = logging.getLogger("provenroute.projector")
 
@@ -63,6 +64,10 @@ class ProjectorStats:
     """Draining: messages between the start positions and the end offsets seen at start."""
     started: float = field(default_factory=time.monotonic)
     elapsed_s: float = 0.0
+    load_s: float = 0.0
+    """A bulk replay: seconds until every row was copied (the rest restores constraints)."""
+    restore_s: float = 0.0
+    """A bulk replay: seconds spent re-creating and validating keys and indexes."""
     positions: dict[str, dict[int, int]] = field(default_factory=dict)
     """Next offset per topic and partition when the projector stopped."""
 
@@ -77,7 +82,7 @@ class ProjectorStats:
             self.positions.setdefault(tp.topic, {})[tp.partition] = off
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     tp: TopicPartition
     offset: int
@@ -116,14 +121,18 @@ def _later_than(raw: bytes, until: datetime) -> bool:
         return False
 
 
-def new_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A consumer without a group (positions live in Postgres), fetching in large batches."""
+def new_consumer(settings: Settings, *, fetch_mb: int = 64) -> AIOKafkaConsumer:
+    """A consumer without a group (positions live in Postgres), fetching in large batches.
+
+    `fetch_mb` bounds one fetch response (a partition's share is an eighth of it): what the
+    consumer may hold in memory ahead of the caller.
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=fetch_mb * 1024 * 1024 // 8,
+        fetch_max_bytes=fetch_mb * 1024 * 1024,
         fetch_max_wait_ms=100,
     )
 
@@ -191,22 +200,25 @@ class LogFolder:
         end: dict[TopicPartition, int] = {}
         applied = ignored = 0
         until = self.until
+        decode_fold = self._decode_fold
+        append = items.append
         for tp, msgs in data.items():
             if tp in self.cut:
                 continue
             pos = self.folded.get(tp, 0)
-            start[tp] = end[tp] = pos
+            start[tp] = pos
             for m in msgs:
-                if m.offset < pos:
+                offset = m.offset
+                if offset < pos:
                     self.stats.skipped_below_offset += 1
                     continue
                 raw = m.value
                 if raw is None:
                     ignored += 1
-                    end[tp] = m.offset + 1
+                    pos = offset + 1
                     continue
                 try:
-                    occurred_at, type_name, rows = self._decode_fold(raw)
+                    occurred_at, type_name, rows = decode_fold(raw)
                 except DecodeError as e:
                     if until is not None and _later_than(raw, until):
                         self.cut.add(tp)
@@ -214,17 +226,21 @@ class LogFolder:
                     if e.type_name is not None and e.type_name not in EVENT_CLASSES:
                         ignored += 1
                     else:
-                        items.append(Item(tp, m.offset, e.type_name, [], e.reason, raw))
-                    end[tp] = m.offset + 1
+                        append(Item(tp, offset, e.type_name, [], e.reason, raw))
+                    pos = offset + 1
                     continue
                 if until is not None and parse_ts(occurred_at) > until:
                     self.cut.add(tp)
                     break
                 if rows:
-                    items.append(Item(tp, m.offset, type_name, rows))
+                    if rows[0][0] in POSITIONED:  # its event's first row (a unit test pins it)
+                        where = (tp.partition, offset)
+                        rows = [(t, v + where) if t in POSITIONED else (t, v) for t, v in rows]
+                    append(Item(tp, offset, type_name, rows))
                     applied += 1
                 else:
                     ignored += 1
-                end[tp] = m.offset + 1
+                pos = offset + 1
+            end[tp] = pos
         self.folded.update(end)
         return Batch(items, start, end, applied, ignored)

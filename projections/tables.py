@@ -22,6 +22,9 @@ class TableSpec:
     """Table whose freshly inserted rows gate this table's rows (same key columns)."""
     parent_key: tuple[str, ...] = ()
     """This table's columns that hold the parent's key, in the parent's key order."""
+    positioned: bool = False
+    """Its last columns are LOG_POSITION, appended by the projector (the fold sees only
+    the event, not where it sits in the log)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key_index", tuple(self.columns.index(c) for c in self.key))
@@ -42,6 +45,12 @@ _SNAPSHOT = (
     "decider_harness",
 )
 
+LOG_POSITION: Final = ("log_partition", "log_offset")
+"""Partition and offset of the event a row comes from: "latest" follows the log, not a clock."""
+
+DECISION_BILLING: Final = ("user_id", "classifier_outcome")
+"""The decisions' billing columns (issue 16.10): optional in DecisionMade, so last."""
+
 _CLS = (
     "cls_task_type",
     "cls_subtask_type",
@@ -57,7 +66,10 @@ _CLS = (
 TABLES: Final[tuple[TableSpec, ...]] = (
     # Parents before children: the writer goes through this tuple in order.
     TableSpec(
-        "benchmark_configs", ("config_id", "saved_at", "correlation_id", *_SNAPSHOT), ("config_id",)
+        "benchmark_configs",
+        ("config_id", "saved_at", "correlation_id", *_SNAPSHOT, *LOG_POSITION),
+        ("config_id",),
+        positioned=True,
     ),
     TableSpec(
         "config_classifier_models",
@@ -74,7 +86,10 @@ TABLES: Final[tuple[TableSpec, ...]] = (
         parent_key=("config_id",),
     ),
     TableSpec(
-        "classifier_overrides", ("event_id", "set_at", "model", "correlation_id"), ("event_id",)
+        "classifier_overrides",
+        ("event_id", "set_at", "model", "correlation_id", *LOG_POSITION),
+        ("event_id",),
+        positioned=True,
     ),
     TableSpec(
         "command_outcomes",
@@ -198,8 +213,10 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "acceptance",
             "event_id",
             "occurred_at",
+            *LOG_POSITION,
         ),
         ("version",),
+        positioned=True,
     ),
     TableSpec(
         "routing_table_candidates",
@@ -240,8 +257,10 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "reason",
             "published_at",
             "event_id",
+            *LOG_POSITION,
         ),
         ("run_id",),
+        positioned=True,
     ),
     TableSpec(
         "decisions",
@@ -260,12 +279,16 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "table_version",
             "latency_ms",
             "decided_at",
+            *DECISION_BILLING,
         ),
         ("decision_id",),
     ),
 )
 
 TABLE: Final[dict[str, TableSpec]] = {t.name: t for t in TABLES}
+
+POSITIONED: Final[frozenset[str]] = frozenset(t.name for t in TABLES if t.positioned)
+"""Tables whose rows carry LOG_POSITION."""
 
 PROJECTED_TABLES: Final[tuple[str, ...]] = tuple(t.name for t in TABLES)
 """Every table folded from events (not the bookkeeping tables)."""

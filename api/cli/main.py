@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import datasets, demo, projections, runs, serve, services, sim, whatif
+from api.cli import datasets, demo, projections, runs, serve, services, sim, usage, whatif
 
 app = typer.Typer(
     name="provenroute",
@@ -21,6 +21,7 @@ app.command("sim-provider")(sim.sim_provider)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("whatif")(whatif.whatif_cmd)
+app.command("usage")(usage.usage_cmd)
 projections.register(app)
 
 

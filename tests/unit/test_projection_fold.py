@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.synthetic import DEFAULT_MODELS, LogBuilder, SimModel
-from contracts.codec import encode_event
+from contracts.codec import decode_event, encode_event
 from contracts.envelope import EventBase
 from contracts.events import EVENT_CLASSES, CaseGraded, RunStarted
 from projections.bulk_writer import BulkClaims, BulkUnsupported, Deferred
 from projections.fast_fold import FAST_FOLDERS
 from projections.fold import FOLDERS, Row, fold
 from projections.migrate import load_migrations
-from projections.tables import TABLE, TABLES
+from projections.tables import LOG_POSITION, POSITIONED, TABLE, TABLES
 from projections.writer import group_rows
 
 
@@ -41,7 +41,22 @@ def test_every_event_type_has_a_folder() -> None:
 def test_rows_match_their_tables_columns() -> None:
     for _topic, _key, event in _log().messages:
         for table, values in fold(event):
-            assert len(values) == len(TABLE[table].columns), table
+            # the projector appends the log position to positioned tables' rows
+            width = len(TABLE[table].columns) - (
+                len(LOG_POSITION) if TABLE[table].positioned else 0
+            )
+            assert len(values) == width, table
+
+
+def test_a_positioned_row_comes_first_in_its_event() -> None:
+    seen = set()
+    for _topic, _key, event in _log().messages:
+        rows = fold(event)
+        for i, (table, _values) in enumerate(rows):
+            if table in POSITIONED:
+                assert i == 0, (type(event).__name__, table)
+                seen.add(table)
+    assert seen == POSITIONED
 
 
 def test_children_come_after_their_parents() -> None:
@@ -62,6 +77,20 @@ def test_fast_path_folds_exactly_like_the_validating_path() -> None:
         assert fast(d) == fold(event)
         checked += 1
     assert checked > 40
+
+
+def test_fast_decisions_read_the_billing_fields_and_do_without_them() -> None:
+    b = LogBuilder(seed=4)
+    b.decisions(2, "r1", ["sim/swift-mini"])
+    first, second = (e for _t, _k, e in b.messages)
+    billed = first.model_copy(
+        update={"user_id": "u-7", "classifier_outcome": "timeout", "classifier_cost_usd": None}
+    )
+    fast = FAST_FOLDERS[("DecisionMade", 1)]
+    assert fast(orjson.loads(encode_event(billed))) == fold(billed)
+    old = orjson.loads(encode_event(second))  # written before the billing fields existed
+    del old["user_id"], old["classifier_outcome"]
+    assert fast(old) == fold(decode_event(orjson.dumps(old)))
 
 
 def test_fast_path_sees_classifications_and_missing_optionals() -> None:
