@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     api_port: int = 8080
 
     # -- decide service (api/app.py) ---------------------------------------------------------
+    run_max_ungraded_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A run that loses more than this share of its expected results to dead-lettered jobs
+    (or grades nothing) ends as failed and publishes nothing."""
     decide_budget_ms: int = Field(default=2000, ge=100, le=60_000)
     """Longest time POST /decide may take; the gateway waits this long at most."""
     decide_margin_ms: int = Field(default=150, ge=0, le=5_000)

@@ -224,7 +224,20 @@ def _summarized(e: ModelSummarized) -> list[Row]:
 
 
 def _completed(e: RunCompleted) -> list[Row]:
-    return [("run_completions", (e.run_id, e.graded, e.ungraded, e.expected, e.occurred_at))]
+    return [
+        (
+            "run_completions",
+            (
+                e.run_id,
+                e.graded,
+                e.ungraded,
+                e.expected,
+                e.occurred_at,
+                e.status,
+                e.failure_reason,
+            ),
+        )
+    ]
 
 
 def _published(e: RoutingTablePublished) -> list[Row]:

@@ -345,7 +345,7 @@ class PostgresReadModel:
         rows = await self._all(
             "select run_id, kind, force, started_at, status, models_enqueued, models_carried,"
             " jobs, expected_results, results_projected, graded, ungraded, completed_at,"
-            " spend_usd, outcome, table_version, skip_reason, classifier_winner"
+            " spend_usd, outcome, table_version, skip_reason, classifier_winner, failure_reason"
             " from run_history order by started_at desc, run_id limit %s",
             (limit,),
         )
@@ -356,7 +356,7 @@ class PostgresReadModel:
             "select run_id, kind, force, started_at, status, models_enqueued, models_carried,"
             " jobs, expected_results, results_projected, graded, ungraded, completed_at,"
             " spend_usd, outcome, table_version, skip_reason, classifier_winner,"
-            " min_accuracy, switch_cost_factor, acceptance"
+            " failure_reason, min_accuracy, switch_cost_factor, acceptance"
             " from run_history where run_id = %s",
             (run_id,),
         )

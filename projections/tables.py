@@ -184,7 +184,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
     ),
     TableSpec(
         "run_completions",
-        ("run_id", "graded", "ungraded", "expected", "completed_at"),
+        ("run_id", "graded", "ungraded", "expected", "completed_at", "status", "failure_reason"),
         ("run_id",),
     ),
     TableSpec(

@@ -74,7 +74,9 @@ class Worker:
         self.settings = settings
         self.app = make_app(settings, app_id)
         self.channels = Channels.declare(self.app, settings)
-        self.aggregator = Aggregator(self.app, self.channels, clock)
+        self.aggregator = Aggregator(
+            self.app, self.channels, clock, settings.run_max_ungraded_share
+        )
         self.commands = CommandAgent(
             self.app,
             self.channels,

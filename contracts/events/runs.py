@@ -100,7 +100,11 @@ class CaseJobsFannedOut(EventBase):
 
 
 class RunCompleted(EventBase):
-    """Every expected result is in: graded, or ungraded because its job was dead-lettered."""
+    """Every expected result is in: graded, or ungraded because its job was dead-lettered.
+
+    The run ended either way; `status` says whether it measured what it set out to. A run
+    that lost all (or more than the configured share) of its results to dead-lettered jobs
+    is `failed`: it publishes nothing and names the reason."""
 
     type: Literal["RunCompleted"] = "RunCompleted"
     """Discriminator."""
@@ -116,6 +120,10 @@ class RunCompleted(EventBase):
     """Expected results lost to dead-lettered jobs."""
     expected: int = Field(ge=0)
     """`expected_results` of the run's fan-out."""
+    status: Literal["completed", "failed"] = "completed"
+    """`failed` when the run measured nothing, or too little to stand on."""
+    failure_reason: str | None = Field(default=None, max_length=2000)
+    """Why a failed run failed (how much was lost, and the last job error); None otherwise."""
 
     @model_validator(mode="after")
     def _adds_up(self) -> RunCompleted:
@@ -123,4 +131,6 @@ class RunCompleted(EventBase):
             raise ValueError(
                 f"graded {self.graded} + ungraded {self.ungraded} != expected {self.expected}"
             )
+        if (self.status == "failed") != (self.failure_reason is not None):
+            raise ValueError("a failed run, and only a failed run, has a failure_reason")
         return self

@@ -20,6 +20,7 @@ from contracts.command_decider import ModelRecord
 from contracts.envelope import EventBase
 from contracts.events import CaseGraded
 from contracts.run_progress import (
+    DEFAULT_MAX_UNGRADED_SHARE,
     RunProgress,
     completion_events,
     completion_failed,
@@ -52,9 +53,16 @@ RUN_EVENT_TYPES = frozenset(
 class Aggregator:
     """Owns the `runs`, `results` and `history` tables."""
 
-    def __init__(self, app: faust.App, channels: Channels, clock: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        channels: Channels,
+        clock: Callable[[], str],
+        max_ungraded_share: float = DEFAULT_MAX_UNGRADED_SHARE,
+    ) -> None:
         self.channels = channels
         self.clock = clock
+        self.max_ungraded_share = max_ungraded_share
         schema = json_schema()
         partitions = specs.EVENTS.partitions
         self.runs = app.Table("runs", default=None, schema=schema, partitions=partitions)
@@ -132,7 +140,9 @@ class Aggregator:
     async def _complete(self, progress: RunProgress) -> None:
         now = self.clock()
         try:
-            events = completion_events(progress, now=now)
+            events = completion_events(
+                progress, now=now, max_ungraded_share=self.max_ungraded_share
+            )
             records = measured_records(progress)
         except Exception as e:
             # Deterministic, so retrying cannot help: close the run and say why.
