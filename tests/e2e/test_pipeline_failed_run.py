@@ -10,9 +10,10 @@ import sys
 
 from contracts.config import BenchmarkConfig
 from contracts.events import ClassifierWinnerPublished, ModelSummarized, RunCompleted
+from infra.processes import free_port
 from infra.settings import PROJECT_ROOT
 from projections.projector import project_once
-from tests.e2e.conftest import Pipeline, free_port, run_async
+from tests.e2e.conftest import Pipeline, run_async
 from tests.e2e.test_pipeline_decider import THREE_MODELS
 from tests.integration.test_decide_support import ADMIN, decide_settings, running_app
 
