@@ -22,6 +22,7 @@ from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
 from api.decide.service import DecideConfig, DecideService
 from api.decide.sessions import Sessions
+from api.decide.spool import Spool
 from contracts.codec import encode_command
 from contracts.envelope import CommandBase
 from infra.provider.client import ProviderClient
@@ -67,7 +68,10 @@ class Runtime:
         self._stop = asyncio.Event()
         await self._ensure_topics()
         self.emitter = Emitter(
-            s.kafka_bootstrap, self.metrics, queue_size=s.decide_event_queue_size
+            s.kafka_bootstrap,
+            self.metrics,
+            queue_size=s.decide_event_queue_size,
+            spool=Spool(s.decide_spool_dir / s.topic_prefix.rstrip(".")),
         )
         self.emitter.start()
         self.sessions = Sessions(
@@ -160,7 +164,9 @@ class Runtime:
     def status(self) -> dict[str, Any]:
         live, sessions, emitter = self.live, self.sessions, self.emitter
         return {
-            "ready": self.ready,
+            # A full queue means decision events are backing up (spooled to disk): still
+            # answering, but say so, so a balancer can move traffic to another replica.
+            "ready": self.ready and not (emitter is not None and emitter.queue_full),
             "replica": self.replica_id,
             "sessions": sessions.status() if sessions else {"ready": False},
             "routing_table": {
@@ -175,6 +181,7 @@ class Runtime:
                 else None
             ),
             "kafka_producer": bool(emitter and emitter.connected),
+            "decision_queue": emitter.status() if emitter else None,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
 
