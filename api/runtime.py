@@ -25,7 +25,9 @@ from api.decide.sessions import Sessions
 from api.decide.spool import Spool
 from contracts.codec import encode_command
 from contracts.envelope import CommandBase
+from contracts.events.runs import conditions_differ
 from infra.provider.client import ProviderClient
+from infra.provider.conditions import probe_conditions
 from infra.settings import Settings
 from projections.read_model import PostgresReadModel, ReadModel
 from streams.topics import COMMANDS, DECISIONS, SESSIONS
@@ -60,6 +62,8 @@ class Runtime:
         self.service: DecideService | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self.condition_differences: list[str] = []
+        """How the classifier winner's measurement conditions differ from this service's."""
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -117,6 +121,34 @@ class Runtime:
                 self.live.loaded["table"],
             )
         self.metrics.ready.set(1 if self.ready else 0)
+        self._tasks.append(asyncio.create_task(self.check_conditions(), name="decide-conditions"))
+
+    async def check_conditions(self) -> list[str]:
+        """Warn when the classifier winner was measured under other conditions than this
+        service meets: another provider, another simulated latency scale, another deadline
+        (its p95 and timeout share then describe something else). Returns the differences."""
+        live, service = self.live, self.service
+        winner = live.winner if live is not None else None
+        if winner is None or service is None or service.classifier().source != "winner":
+            return []
+        try:
+            measured = await self.read_model.run_conditions(winner.run_id)
+            if measured is None:
+                return []
+            differences = conditions_differ(measured, await probe_conditions(self.settings))
+        except Exception as e:
+            log.warning("could not compare the winner's measurement conditions: %s", e)
+            return []
+        self.condition_differences = differences
+        if differences:
+            log.warning(
+                "classifier winner %s was measured (run %s) under other conditions than this "
+                "service calls it: %s",
+                winner.model,
+                winner.run_id,
+                "; ".join(differences),
+            )
+        return differences
 
     async def _ensure_topics(self) -> None:
         from streams.kafka_admin import ensure_topics
@@ -176,7 +208,11 @@ class Runtime:
                 "errors": {k: v for k, v in (live.errors.items() if live else ()) if v},
             },
             "classifier": (
-                {"model": c.model, "source": c.source}
+                {
+                    "model": c.model,
+                    "source": c.source,
+                    "measured_under_other_conditions": self.condition_differences,
+                }
                 if self.service and (c := self.service.classifier())
                 else None
             ),

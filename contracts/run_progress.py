@@ -26,6 +26,7 @@ from contracts.events import (
     RunModelEnqueued,
     RunStarted,
 )
+from contracts.events.runs import MeasurementConditions
 from contracts.ids import derive_id
 from contracts.results import CaseOutcome, ModelSummary
 from contracts.routing_builder import PublishSkipped, build_routing_table
@@ -53,6 +54,8 @@ class RunProgress(BaseModel):
     """The run's config snapshot (from RunStarted)."""
     dataset_hash: str | None = None
     """Content hash of the dataset the run measures (from RunStarted)."""
+    conditions: MeasurementConditions | None = None
+    """What the run measures under (from RunStarted)."""
     correlation_id: str | None = None
     started_at: str | None = None
     enqueued: dict[str, ReasoningEffort | None] = {}
@@ -89,6 +92,7 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
                 "kind": event.kind,
                 "config": event.config,
                 "dataset_hash": event.dataset_hash,
+                "conditions": event.conditions,
                 "correlation_id": event.correlation_id,
                 "started_at": event.occurred_at,
             }
@@ -224,6 +228,7 @@ def completion_events(
             min_accuracy=p.config.minAccuracy,
             max_p95_latency_ms=p.config.classifierMaxP95LatencyMs,
             run_id=p.run_id,
+            decide_deadline_ms=p.conditions.classifier_deadline_ms if p.conditions else None,
         )
         if winner is not None:
             events.append(

@@ -113,6 +113,11 @@ def _run_started(e: RunStarted) -> list[Row]:
                 e.correlation_id,
                 e.event_id,
                 *_snapshot(c),
+                *(
+                    (m.provider_base_url, m.simulated_latency_scale, m.classifier_deadline_ms)
+                    if (m := e.conditions) is not None
+                    else (None, None, None)
+                ),
             ),
         )
     ]

@@ -11,13 +11,14 @@ events, job retries or dead letters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from contracts.config import RunKind
+from contracts.events.runs import MeasurementConditions
 from infra.clock import utc_now
 from infra.settings import Settings
 from streams.agents.aggregator import Aggregator
@@ -68,6 +69,7 @@ class Worker:
         executor: JobExecutor,
         case_ids: Mapping[RunKind, Sequence[str]],
         dataset_hashes: Mapping[RunKind, str],
+        conditions: Callable[[], Awaitable[MeasurementConditions]] | None = None,
         clock: Callable[[], str] = utc_now,
         app_id: str | None = None,
     ) -> None:
@@ -83,6 +85,7 @@ class Worker:
             history=self.aggregator.model_history,
             case_ids=case_ids,
             dataset_hashes=dataset_hashes,
+            conditions=conditions,
             credentials=frozenset(settings.provider_credentials),
             clock=clock,
         )

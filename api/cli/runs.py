@@ -313,7 +313,7 @@ def print_outcome(
             "graded",
             "avg cost $",
             "p95 ms",
-            "timeouts",
+            "timeouts (share)",
             "carried",
             "harness",
         ):
@@ -327,7 +327,7 @@ def print_outcome(
                 str(s.graded),
                 "-" if s.avg_cost_usd is None else f"{s.avg_cost_usd:.6f}",
                 "-" if s.p95_latency_ms is None else f"{s.p95_latency_ms:.0f}",
-                str(s.timeouts),
+                f"{s.timeouts} ({s.timeouts / s.graded:.0%})" if s.graded else str(s.timeouts),
                 "yes" if s.carried else "",
                 s.harness or "",
             )

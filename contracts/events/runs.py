@@ -4,12 +4,48 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.config import BenchmarkConfig, RunKind
 from contracts.envelope import EventBase, NonEmptyStr
 from contracts.results import ModelSummary
 from contracts.taxonomy import ReasoningEffort
+
+
+class MeasurementConditions(BaseModel):
+    """What a run's numbers were measured against, so a service using them can tell whether
+    it calls the same thing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    provider_base_url: str
+    """The provider endpoint the worker called."""
+    simulated_latency_scale: float | None = None
+    """The simulated provider's latency scale, from its answer headers; None for a real
+    provider (or when it did not say)."""
+    classifier_deadline_ms: int = Field(ge=1)
+    """/decide's classifier deadline (budget minus margin), which every classifier call was
+    measured against and the winner's p95 must fit."""
+
+
+def conditions_differ(measured: MeasurementConditions, serving: MeasurementConditions) -> list[str]:
+    """How the conditions a run measured under differ from a service's own, in words."""
+    out = []
+    if measured.provider_base_url.rstrip("/") != serving.provider_base_url.rstrip("/"):
+        out.append(
+            f"provider {measured.provider_base_url} (measured) vs {serving.provider_base_url}"
+        )
+    if measured.simulated_latency_scale != serving.simulated_latency_scale:
+        out.append(
+            f"simulated latency scale {measured.simulated_latency_scale} (measured) vs "
+            f"{serving.simulated_latency_scale}"
+        )
+    if measured.classifier_deadline_ms != serving.classifier_deadline_ms:
+        out.append(
+            f"classifier deadline {measured.classifier_deadline_ms} ms (measured) vs "
+            f"{serving.classifier_deadline_ms} ms"
+        )
+    return out
 
 
 class RunStarted(EventBase):
@@ -29,6 +65,8 @@ class RunStarted(EventBase):
     """Snapshot of the live config when the run started; never re-read from live config."""
     dataset_size: int = Field(ge=1)
     """Number of cases in the run's dataset (per model and repetition)."""
+    conditions: MeasurementConditions | None = None
+    """The provider and deadline the run measured under (None in runs from before)."""
     dataset_hash: str | None = None
     """Content hash of the run's dataset (`contracts.cases.dataset_hash`); with the
     repetition count it decides which earlier summaries may be carried."""

@@ -6,7 +6,7 @@ The commands topic has one partition, so one worker decides every command, in or
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -21,10 +21,11 @@ from contracts.command_decider import (
     evolve_admin,
     reject,
 )
-from contracts.commands import Command
+from contracts.commands import Command, StartRun
 from contracts.config import RunKind
 from contracts.envelope import EventBase
 from contracts.events import raw_excerpt
+from contracts.events.runs import MeasurementConditions
 from contracts.jobs import CaseJob
 from streams import topics as specs
 from streams.agents.channels import Channels, json_schema
@@ -45,12 +46,14 @@ class CommandAgent:
         case_ids: Mapping[RunKind, Sequence[str]],
         dataset_hashes: Mapping[RunKind, str],
         credentials: frozenset[str],
+        conditions: Callable[[], Awaitable[MeasurementConditions]] | None = None,
         clock: Callable[[], str],
     ) -> None:
         self.channels = channels
         self.history = history
         self.case_ids = case_ids
         self.dataset_hashes = dataset_hashes
+        self.conditions = conditions
         self.credentials = credentials
         self.clock = clock
         schema = json_schema()
@@ -96,6 +99,12 @@ class CommandAgent:
             )
             return
         state = self.admin_state()
+        # What a new run measures under, asked of the provider now (IO stays in the shell).
+        conditions = (
+            await self.conditions()
+            if self.conditions is not None and isinstance(command, StartRun)
+            else None
+        )
         outcome = decide_command(
             state,
             self.history(),
@@ -104,6 +113,7 @@ class CommandAgent:
             case_ids=self.case_ids,
             dataset_hashes=self.dataset_hashes,
             credentials=self.credentials,
+            conditions=conditions,
         )
         for ev in outcome.events:
             state = evolve_admin(state, ev)

@@ -44,6 +44,13 @@ def test_a_run_whose_every_call_failed_ends_as_failed_with_the_reason(
     p.save_config(config)
     run = p.run(p.start_run("classifier"))
 
+    # The run recorded what it measured under: the endpoint it called and /decide's deadline.
+    conditions = run.started.conditions
+    assert conditions is not None
+    assert conditions.provider_base_url == f"http://127.0.0.1:{dead_port}/v1"
+    assert conditions.classifier_deadline_ms == p.settings.classifier_deadline_ms
+    assert conditions.simulated_latency_scale is None  # nobody answered to say
+
     done = run.one(RunCompleted)
     assert done.status == "failed" and done.graded == 0 and done.ungraded == done.expected > 0
     assert done.failure_reason is not None

@@ -27,6 +27,7 @@ from contracts.events import (
     RunModelEnqueued,
     RunStarted,
 )
+from contracts.events.runs import MeasurementConditions
 from contracts.ids import case_job_id, case_result_id, derive_id
 from contracts.results import ModelSummary
 from contracts.run_progress import (
@@ -489,3 +490,12 @@ def test_a_fully_carried_run_measured_nothing_by_design_and_completed() -> None:
     assert p.expected == 0
     done = completion_events(p, now=LATER, max_ungraded_share=0.0)[-1]
     assert isinstance(done, RunCompleted) and done.status == "completed"
+
+
+def test_a_classifier_run_picks_its_winner_against_the_deadline_it_measured_under() -> None:
+    head = header("classifier")
+    slow = MeasurementConditions(provider_base_url="http://sim/v1", classifier_deadline_ms=50)
+    head[0] = head[0].model_copy(update={"conditions": slow})
+    evs = completion_events(fold([*head, *all_graded(kind="classifier")]), now=LATER)
+    winner = next(e for e in evs if isinstance(e, ClassifierWinnerPublished)).winner
+    assert winner.reason.endswith("over_decide_deadline")  # every p95 (100 ms) is over 50

@@ -43,3 +43,11 @@ left join routing_tables t on t.run_id = r.run_id
 left join publish_skips s on s.run_id = r.run_id
 left join classifier_winners w on w.run_id = r.run_id;
 
+
+-- What a run measured under (issue 16.3): the provider endpoint, the simulated provider's
+-- latency scale and /decide's classifier deadline; `provenroute serve` compares them with
+-- the provider it calls itself.
+alter table runs
+    add column provider_base_url text,
+    add column sim_latency_scale double precision,
+    add column classifier_deadline_ms int;
