@@ -22,9 +22,12 @@ from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
 from api.decide.service import DecideConfig, DecideService
 from api.decide.sessions import Sessions
+from api.decide.spool import Spool
 from contracts.codec import encode_command
 from contracts.envelope import CommandBase
+from contracts.events.runs import conditions_differ
 from infra.provider.client import ProviderClient
+from infra.provider.conditions import probe_conditions
 from infra.settings import Settings
 from projections.read_model import PostgresReadModel, ReadModel
 from streams.topics import COMMANDS, DECISIONS, SESSIONS
@@ -59,6 +62,8 @@ class Runtime:
         self.service: DecideService | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self.condition_differences: list[str] = []
+        """How the classifier winner's measurement conditions differ from this service's."""
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -67,7 +72,10 @@ class Runtime:
         self._stop = asyncio.Event()
         await self._ensure_topics()
         self.emitter = Emitter(
-            s.kafka_bootstrap, self.metrics, queue_size=s.decide_event_queue_size
+            s.kafka_bootstrap,
+            self.metrics,
+            queue_size=s.decide_event_queue_size,
+            spool=Spool(s.decide_spool_dir / s.topic_prefix.rstrip(".")),
         )
         self.emitter.start()
         self.sessions = Sessions(
@@ -113,6 +121,34 @@ class Runtime:
                 self.live.loaded["table"],
             )
         self.metrics.ready.set(1 if self.ready else 0)
+        self._tasks.append(asyncio.create_task(self.check_conditions(), name="decide-conditions"))
+
+    async def check_conditions(self) -> list[str]:
+        """Warn when the classifier winner was measured under other conditions than this
+        service meets: another provider, another simulated latency scale, another deadline
+        (its p95 and timeout share then describe something else). Returns the differences."""
+        live, service = self.live, self.service
+        winner = live.winner if live is not None else None
+        if winner is None or service is None or service.classifier().source != "winner":
+            return []
+        try:
+            measured = await self.read_model.run_conditions(winner.run_id)
+            if measured is None:
+                return []
+            differences = conditions_differ(measured, await probe_conditions(self.settings))
+        except Exception as e:
+            log.warning("could not compare the winner's measurement conditions: %s", e)
+            return []
+        self.condition_differences = differences
+        if differences:
+            log.warning(
+                "classifier winner %s was measured (run %s) under other conditions than this "
+                "service calls it: %s",
+                winner.model,
+                winner.run_id,
+                "; ".join(differences),
+            )
+        return differences
 
     async def _ensure_topics(self) -> None:
         from streams.kafka_admin import ensure_topics
@@ -160,7 +196,9 @@ class Runtime:
     def status(self) -> dict[str, Any]:
         live, sessions, emitter = self.live, self.sessions, self.emitter
         return {
-            "ready": self.ready,
+            # A full queue means decision events are backing up (spooled to disk): still
+            # answering, but say so, so a balancer can move traffic to another replica.
+            "ready": self.ready and not (emitter is not None and emitter.queue_full),
             "replica": self.replica_id,
             "sessions": sessions.status() if sessions else {"ready": False},
             "routing_table": {
@@ -170,11 +208,16 @@ class Runtime:
                 "errors": {k: v for k, v in (live.errors.items() if live else ()) if v},
             },
             "classifier": (
-                {"model": c.model, "source": c.source}
+                {
+                    "model": c.model,
+                    "source": c.source,
+                    "measured_under_other_conditions": self.condition_differences,
+                }
                 if self.service and (c := self.service.classifier())
                 else None
             ),
             "kafka_producer": bool(emitter and emitter.connected),
+            "decision_queue": emitter.status() if emitter else None,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
 

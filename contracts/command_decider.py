@@ -23,6 +23,7 @@ from contracts.events import (
     RunModelEnqueued,
     RunStarted,
 )
+from contracts.events.runs import MeasurementConditions
 from contracts.ids import derive_id
 from contracts.jobs import CaseJob, plan_jobs
 from contracts.results import ModelSummary
@@ -149,10 +150,12 @@ def decide_command(
     case_ids: Mapping[RunKind, Sequence[str]],
     dataset_hashes: Mapping[RunKind, str],
     credentials: frozenset[str],
+    conditions: MeasurementConditions | None = None,
 ) -> CommandOutcome:
     """Every outcome is an event carrying the command id as correlation id.
 
-    `dataset_hashes` are the `dataset_hash` of each kind's dataset (part of the carry key)."""
+    `dataset_hashes` are the `dataset_hash` of each kind's dataset (part of the carry key);
+    `conditions` what a started run will measure under (recorded on RunStarted)."""
     cid = command.command_id
     if isinstance(command, SaveBenchmarkConfig):
         saved = BenchmarkConfigSaved(
@@ -179,6 +182,7 @@ def decide_command(
         case_ids=case_ids,
         dataset_hash=dataset_hashes.get(command.kind),
         credentials=credentials,
+        conditions=conditions,
     )
 
 
@@ -191,6 +195,7 @@ def _start_run(
     case_ids: Mapping[RunKind, Sequence[str]],
     dataset_hash: str | None,
     credentials: frozenset[str],
+    conditions: MeasurementConditions | None,
 ) -> CommandOutcome:
     cid = command.command_id
 
@@ -234,6 +239,7 @@ def _start_run(
             config=config,
             dataset_size=len(cases),
             dataset_hash=dataset_hash,
+            conditions=conditions,
         ),
     ]
     enqueued: list[tuple[str, ReasoningEffort | None]] = []

@@ -57,4 +57,6 @@ class ClassifierWinner(BaseModel):
     avgCostUsd: float | None = None
     p95LatencyMs: float | None = None
     reason: str
-    """Which rule chose it: cheapest_meeting_all, lowest_p95_meeting_accuracy, most_accurate."""
+    """Which rule chose it: cheapest_meeting_all, lowest_p95_meeting_accuracy, most_accurate,
+    or over_decide_deadline / most_accurate_over_decide_deadline when its p95 exceeds the
+    decide deadline because no model within it reached the accuracy (see contracts.winner)."""

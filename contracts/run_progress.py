@@ -26,6 +26,7 @@ from contracts.events import (
     RunModelEnqueued,
     RunStarted,
 )
+from contracts.events.runs import MeasurementConditions
 from contracts.ids import derive_id
 from contracts.results import CaseOutcome, ModelSummary
 from contracts.routing_builder import PublishSkipped, build_routing_table
@@ -53,6 +54,8 @@ class RunProgress(BaseModel):
     """The run's config snapshot (from RunStarted)."""
     dataset_hash: str | None = None
     """Content hash of the dataset the run measures (from RunStarted)."""
+    conditions: MeasurementConditions | None = None
+    """What the run measures under (from RunStarted)."""
     correlation_id: str | None = None
     started_at: str | None = None
     enqueued: dict[str, ReasoningEffort | None] = {}
@@ -63,6 +66,8 @@ class RunProgress(BaseModel):
     """Graded results by result key; the first by log order of each key."""
     dead: dict[str, str] = {}
     """Result keys lost to dead-lettered jobs -> the job id."""
+    last_error: str | None = None
+    """The error of the latest dead-lettered job (log order), for a failed run's reason."""
     completed: bool = False
 
     @property
@@ -87,6 +92,7 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
                 "kind": event.kind,
                 "config": event.config,
                 "dataset_hash": event.dataset_hash,
+                "conditions": event.conditions,
                 "correlation_id": event.correlation_id,
                 "started_at": event.occurred_at,
             }
@@ -108,7 +114,9 @@ def evolve_run(progress: RunProgress | None, event: EventBase) -> RunProgress:
         return p.model_copy(update={"outcomes": {**p.outcomes, key: event.to_outcome()}})
     if isinstance(event, CaseJobDeadLettered):
         new = {result_key(event.model, c, event.rep): event.job_id for c in event.case_ids}
-        return p.model_copy(update={"dead": {**new, **p.dead}})
+        if new.keys() <= p.dead.keys():
+            return p  # a redelivery
+        return p.model_copy(update={"dead": {**new, **p.dead}, "last_error": event.error})
     if isinstance(event, RunCompleted):
         return p.model_copy(update={"completed": True})
     return p
@@ -146,9 +154,37 @@ def run_summaries(p: RunProgress) -> list[ModelSummary]:
     return measured + carried
 
 
-def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
-    """ModelSummarized per (model, tier), the publish (or its skip), then RunCompleted."""
+DEFAULT_MAX_UNGRADED_SHARE = 0.5
+"""A run that lost more than this share of its expected results to dead-lettered jobs (or
+graded none at all) failed."""
+
+
+def failure_reason(p: RunProgress, max_ungraded_share: float) -> str | None:
+    """Why the run failed, or None when it measured enough to stand on.
+
+    A run that expected nothing (every model carried) measured nothing by design and
+    did not fail."""
+    expected = p.expected or 0
+    ungraded = max(expected - p.graded, 0)
+    if expected == 0 or (p.graded > 0 and ungraded <= max_ungraded_share * expected):
+        return None
+    lost = "all" if p.graded == 0 else f"{ungraded} of"
+    last = f"; last error: {p.last_error}" if p.last_error else ""
+    return (f"{lost} {expected} expected results were lost to dead-lettered jobs{last}")[:2000]
+
+
+def completion_events(
+    p: RunProgress, *, now: str, max_ungraded_share: float = DEFAULT_MAX_UNGRADED_SHARE
+) -> list[EventBase]:
+    """ModelSummarized per (model, tier), the publish (or its skip), then RunCompleted.
+
+    A failed run (see `failure_reason`) publishes nothing: the previous table and winner
+    stay live, and the decider run's skip names the reason."""
     assert p.config is not None and p.kind is not None and p.expected is not None
+    failed = failure_reason(p, max_ungraded_share)
+    if failed is not None:
+        skipped = [_publish_skipped(p, now, (), failed)] if p.kind == "decider" else []
+        return [*skipped, _run_completed(p, now, failed)]
     summaries = run_summaries(p)
     events: list[EventBase] = [
         ModelSummarized(
@@ -192,6 +228,7 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
             min_accuracy=p.config.minAccuracy,
             max_p95_latency_ms=p.config.classifierMaxP95LatencyMs,
             run_id=p.run_id,
+            decide_deadline_ms=p.conditions.classifier_deadline_ms if p.conditions else None,
         )
         if winner is not None:
             events.append(
@@ -208,7 +245,7 @@ def completion_events(p: RunProgress, *, now: str) -> list[EventBase]:
     return events
 
 
-def _run_completed(p: RunProgress, now: str) -> RunCompleted:
+def _run_completed(p: RunProgress, now: str, failed: str | None = None) -> RunCompleted:
     assert p.kind is not None
     ungraded = max((p.expected or 0) - p.graded, 0)
     return RunCompleted(
@@ -220,6 +257,8 @@ def _run_completed(p: RunProgress, now: str) -> RunCompleted:
         graded=p.graded,
         ungraded=ungraded,
         expected=p.graded + ungraded,
+        status="completed" if failed is None else "failed",
+        failure_reason=failed,
     )
 
 
@@ -241,7 +280,7 @@ def completion_failed(p: RunProgress, error: Exception, *, now: str) -> list[Eve
     in a publish skip; the previous table stays live)."""
     reason = f"completion failed: {type(error).__name__}: {error}"[:1000]
     skipped = [_publish_skipped(p, now, (), reason)] if p.kind == "decider" else []
-    return [*skipped, _run_completed(p, now)]
+    return [*skipped, _run_completed(p, now, reason)]
 
 
 def measured_records(p: RunProgress) -> list[ModelRecord]:

@@ -9,6 +9,12 @@ input is one :class:`ClassifierModelStats` per model. Rule (DESIGN.md, seed `win
    budget, the one with the lowest p95 — the budget is a preference, accuracy is not;
 3. ``most_accurate``: if no model reaches the accuracy, the most accurate one.
 
+The decide deadline (budget minus margin, ``decide_deadline_ms``) is not a preference: /decide
+abandons a classifier call at it, so the latency budget is never looser than it, and a model
+whose p95 exceeds it is only chosen when no model within it reaches the accuracy. Such a win
+is named ``over_decide_deadline`` (rules 1-2) or ``most_accurate_over_decide_deadline``
+(rule 3): the run says that /decide will time out on that classifier often.
+
 Models with zero graded cases are ignored (no evidence). A model without a cost signal
 sorts after every model with one (unknown is not free). Ties are broken deterministically;
 see each rule's sort key.
@@ -27,7 +33,13 @@ from contracts.results import CaseOutcome, ModelSummary
 from contracts.routing_table import ClassifierWinner
 from contracts.summaries import dedupe_outcomes, meets_accuracy, nearest_rank_p95
 
-WinnerReason = Literal["cheapest_meeting_all", "lowest_p95_meeting_accuracy", "most_accurate"]
+WinnerReason = Literal[
+    "cheapest_meeting_all",
+    "lowest_p95_meeting_accuracy",
+    "most_accurate",
+    "over_decide_deadline",
+    "most_accurate_over_decide_deadline",
+]
 
 _INF: Final = math.inf
 
@@ -119,7 +131,7 @@ def _p95_key(s: ClassifierModelStats) -> tuple[bool, float]:
     return (s.p95_latency_ms is None, s.p95_latency_ms if s.p95_latency_ms is not None else _INF)
 
 
-def _within_budget(s: ClassifierModelStats, budget: int | None) -> bool:
+def _within_budget(s: ClassifierModelStats, budget: float | None) -> bool:
     # An unknown p95 cannot be shown to fit a budget.
     return budget is None or (s.p95_latency_ms is not None and s.p95_latency_ms <= budget)
 
@@ -130,6 +142,7 @@ def pick_classifier_winner(
     min_accuracy: float,
     max_p95_latency_ms: int | None,
     run_id: str,
+    decide_deadline_ms: int | None = None,
 ) -> ClassifierWinner | None:
     """The classifier winner of run ``run_id``, or None when no model has graded cases.
 
@@ -152,19 +165,26 @@ def pick_classifier_winner(
     graded = [s for s in stats if s.graded > 0]
     if not graded:
         return None
+    budgets = [b for b in (max_p95_latency_ms, decide_deadline_ms) if b is not None]
+    budget = min(budgets) if budgets else None
     accurate = [s for s in graded if meets_accuracy(s.accuracy, min_accuracy)]
+    in_time = [s for s in accurate if _within_budget(s, decide_deadline_ms)]
     reason: WinnerReason
-    if accurate:
-        fitting = [s for s in accurate if _within_budget(s, max_p95_latency_ms)]
+    if in_time:
+        fitting = [s for s in in_time if _within_budget(s, budget)]
         if fitting:
             reason = "cheapest_meeting_all"
             best = min(fitting, key=lambda s: (_cost_key(s), -s.accuracy, s.model))
         else:
             reason = "lowest_p95_meeting_accuracy"
-            best = min(accurate, key=lambda s: (_p95_key(s), _cost_key(s), -s.accuracy, s.model))
+            best = min(in_time, key=lambda s: (_p95_key(s), _cost_key(s), -s.accuracy, s.model))
+    elif accurate:
+        reason = "over_decide_deadline"
+        best = min(accurate, key=lambda s: (_p95_key(s), _cost_key(s), -s.accuracy, s.model))
     else:
-        reason = "most_accurate"
         best = min(graded, key=lambda s: (-s.accuracy, _cost_key(s), _p95_key(s), s.model))
+        slow = not _within_budget(best, decide_deadline_ms)
+        reason = "most_accurate_over_decide_deadline" if slow else "most_accurate"
     return ClassifierWinner(
         run_id=run_id,
         model=best.model,

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     api_port: int = 8080
 
     # -- decide service (api/app.py) ---------------------------------------------------------
+    run_max_ungraded_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A run that loses more than this share of its expected results to dead-lettered jobs
+    (or grades nothing) ends as failed and publishes nothing."""
     decide_budget_ms: int = Field(default=2000, ge=100, le=60_000)
     """Longest time POST /decide may take; the gateway waits this long at most."""
     decide_margin_ms: int = Field(default=150, ge=0, le=5_000)
@@ -114,7 +117,11 @@ class Settings(BaseSettings):
     decide_refresh_interval_s: float = Field(default=30.0, gt=0)
     """Periodic reload of routing table, winner and override (NOTIFY is the fast path)."""
     decide_event_queue_size: int = Field(default=50_000, ge=100)
-    """Decision events and session updates waiting for Kafka; beyond it they are dropped."""
+    """Decision events and session updates waiting for Kafka; beyond it decision events are
+    spooled to `decide_spool_dir` (and session updates dropped)."""
+    decide_spool_dir: Path = PROJECT_ROOT / ".state" / "decide-spool"
+    """Where decision events that Kafka did not take yet wait (one subdirectory per topic
+    prefix); any decide process of that prefix sends them again. Keep it on a volume."""
     gateway_fallback_model: str = "sim/balanced"
     """Model the gateway client serves when /decide answers null, late or not at all."""
 

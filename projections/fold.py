@@ -113,6 +113,11 @@ def _run_started(e: RunStarted) -> list[Row]:
                 e.correlation_id,
                 e.event_id,
                 *_snapshot(c),
+                *(
+                    (m.provider_base_url, m.simulated_latency_scale, m.classifier_deadline_ms)
+                    if (m := e.conditions) is not None
+                    else (None, None, None)
+                ),
             ),
         )
     ]
@@ -224,7 +229,20 @@ def _summarized(e: ModelSummarized) -> list[Row]:
 
 
 def _completed(e: RunCompleted) -> list[Row]:
-    return [("run_completions", (e.run_id, e.graded, e.ungraded, e.expected, e.occurred_at))]
+    return [
+        (
+            "run_completions",
+            (
+                e.run_id,
+                e.graded,
+                e.ungraded,
+                e.expected,
+                e.occurred_at,
+                e.status,
+                e.failure_reason,
+            ),
+        )
+    ]
 
 
 def _published(e: RoutingTablePublished) -> list[Row]:

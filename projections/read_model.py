@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from contracts.config import BenchmarkConfig, DeciderModel
 from contracts.envelope import iso_utc
+from contracts.events.runs import MeasurementConditions
 from contracts.routing_table import ClassifierWinner, RoutingCandidate, RoutingTable
 from contracts.taxonomy import TIERS
 from projections.db import check_schema
@@ -88,6 +89,7 @@ class ReadModel(Protocol):
     async def latest_classifier_winner(self) -> ClassifierWinner | None: ...
     async def classifier_winner_of(self, run_id: str) -> ClassifierWinner | None: ...
     async def classifier_override(self) -> str | None: ...
+    async def run_conditions(self, run_id: str) -> MeasurementConditions | None: ...
     async def live_config(self) -> SavedConfig | None: ...
     async def runs(self, limit: int) -> list[dict[str, Any]]: ...
     async def run(self, run_id: str) -> dict[str, Any] | None: ...
@@ -297,6 +299,21 @@ class PostgresReadModel:
             cost_usd=counts["cost"],
         )
 
+    async def run_conditions(self, run_id: str) -> MeasurementConditions | None:
+        """What run `run_id` measured under; None for runs from before it was recorded."""
+        row = await self._one(
+            "select provider_base_url, sim_latency_scale, classifier_deadline_ms from runs"
+            " where run_id = %s",
+            (run_id,),
+        )
+        if row is None or row["provider_base_url"] is None:
+            return None
+        return MeasurementConditions(
+            provider_base_url=row["provider_base_url"],
+            simulated_latency_scale=row["sim_latency_scale"],
+            classifier_deadline_ms=row["classifier_deadline_ms"],
+        )
+
     async def latest_classifier_winner(self) -> ClassifierWinner | None:
         return _winner(
             await self._one(
@@ -345,7 +362,7 @@ class PostgresReadModel:
         rows = await self._all(
             "select run_id, kind, force, started_at, status, models_enqueued, models_carried,"
             " jobs, expected_results, results_projected, graded, ungraded, completed_at,"
-            " spend_usd, outcome, table_version, skip_reason, classifier_winner"
+            " spend_usd, outcome, table_version, skip_reason, classifier_winner, failure_reason"
             " from run_history order by started_at desc, run_id limit %s",
             (limit,),
         )
@@ -356,7 +373,7 @@ class PostgresReadModel:
             "select run_id, kind, force, started_at, status, models_enqueued, models_carried,"
             " jobs, expected_results, results_projected, graded, ungraded, completed_at,"
             " spend_usd, outcome, table_version, skip_reason, classifier_winner,"
-            " min_accuracy, switch_cost_factor, acceptance"
+            " failure_reason, min_accuracy, switch_cost_factor, acceptance"
             " from run_history where run_id = %s",
             (run_id,),
         )

@@ -115,6 +115,9 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "correlation_id",
             "event_id",
             *_SNAPSHOT,
+            "provider_base_url",
+            "sim_latency_scale",
+            "classifier_deadline_ms",
         ),
         ("run_id",),
     ),
@@ -199,7 +202,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
     ),
     TableSpec(
         "run_completions",
-        ("run_id", "graded", "ungraded", "expected", "completed_at"),
+        ("run_id", "graded", "ungraded", "expected", "completed_at", "status", "failure_reason"),
         ("run_id",),
     ),
     TableSpec(

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.cases import ClassifierCase, DeciderCase
 from contracts.classification import Classification
 from contracts.classifier_prompt import CLASSIFIER_SYSTEM_PROMPT, heuristic_classification
+from infra.provider.conditions import SIM_LATENCY_SCALE_HEADER as CONDITIONS_HEADER
 from simulator import behaviour
 from simulator.behaviour import Plan
 from simulator.catalog import CaseIndex, load_cases
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 LATENCY_SCALE_ENV: Final = "PROVENROUTE_SIM_LATENCY_SCALE"
 SIM_HEADER: Final = "X-Provenroute-Simulated"
+SIM_LATENCY_SCALE_HEADER: Final = CONDITIONS_HEADER
 CASE_HASH_HEADER: Final = "X-Provenroute-Case-Hash"
 REP_HEADER: Final = "X-Provenroute-Rep"
 _MAX_TRACKED_BURSTS: Final = 100_000
@@ -69,10 +71,12 @@ def latency_scale_from_env() -> float:
 
 
 class _SimulatedHeader:
-    """Pure ASGI middleware: stamps every HTTP response as simulated."""
+    """Pure ASGI middleware: stamps every HTTP response as simulated, with the latency scale
+    it serves at (a benchmark run records it; `provenroute serve` compares it)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, latency_scale: float = 1.0) -> None:
         self.app = app
+        self.scale = repr(latency_scale).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,7 +86,11 @@ class _SimulatedHeader:
         async def stamped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (SIM_HEADER.lower().encode(), b"1")]
+                message["headers"] = [
+                    *message["headers"],
+                    (SIM_HEADER.lower().encode(), b"1"),
+                    (SIM_LATENCY_SCALE_HEADER.lower().encode(), self.scale),
+                ]
             await send(message)
 
         await self.app(scope, receive, stamped)
@@ -222,7 +230,7 @@ def create_app(
 
     app = FastAPI(title="provenroute simulated provider", docs_url=None, redoc_url=None)
     app.state.sim = state
-    app.add_middleware(_SimulatedHeader)
+    app.add_middleware(_SimulatedHeader, latency_scale=scale)
 
     def authorised(request: Request) -> bool:
         header = request.headers.get("authorization", "")

@@ -11,13 +11,14 @@ events, job retries or dead letters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from contracts.config import RunKind
+from contracts.events.runs import MeasurementConditions
 from infra.clock import utc_now
 from infra.settings import Settings
 from streams.agents.aggregator import Aggregator
@@ -72,13 +73,16 @@ class Worker:
         executor: JobExecutor,
         case_ids: Mapping[RunKind, Sequence[str]],
         dataset_hashes: Mapping[RunKind, str],
+        conditions: Callable[[], Awaitable[MeasurementConditions]] | None = None,
         clock: Callable[[], str] = utc_now,
         app_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.app = make_app(settings, app_id)
         self.channels = Channels.declare(self.app, settings)
-        self.aggregator = Aggregator(self.app, self.channels, clock, case_ids)
+        self.aggregator = Aggregator(
+            self.app, self.channels, clock, case_ids, settings.run_max_ungraded_share
+        )
         self.history = ModelHistory(settings)
         self.commands = CommandAgent(
             self.app,
@@ -86,6 +90,7 @@ class Worker:
             history=self.history.current,
             case_ids=case_ids,
             dataset_hashes=dataset_hashes,
+            conditions=conditions,
             credentials=frozenset(settings.provider_credentials),
             clock=clock,
         )

@@ -7,6 +7,7 @@ import logging
 
 from contracts.cases import dataset_hash
 from datasets.loader import load_classifier_cases, load_decider_cases
+from infra.provider.conditions import probe_conditions
 from infra.settings import Settings
 from streams.app import Worker
 from streams.execution import CaseExecutor
@@ -55,6 +56,7 @@ def build_worker(settings: Settings, *, app_id: str | None = None) -> Worker:
         settings,
         executor=executor,
         case_ids={"classifier": sorted(classifier), "decider": sorted(decider)},
+        conditions=lambda: probe_conditions(settings),
         dataset_hashes={
             "classifier": dataset_hash(classifier.values()),
             "decider": dataset_hash(decider.values()),

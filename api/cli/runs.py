@@ -15,6 +15,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -225,6 +226,8 @@ def run_start(
         raise typer.Exit(1)
     if wait:
         print_run(result)
+        if result.completed is not None and result.completed.status == "failed":
+            raise typer.Exit(1)
 
 
 @run_app.command("show")
@@ -263,6 +266,8 @@ def run_show(run_id: str) -> None:
         " carried"
         + (f"; spend ${run['spend_usd']:.6f}" if run.get("spend_usd") is not None else "")
     )
+    if run.get("failure_reason"):
+        console.print(f"[red]failed[/]: {escape(run['failure_reason'])}")
     print_outcome(
         [ModelSummary.model_validate(s) for s in run["summaries"]],
         table,
@@ -274,13 +279,15 @@ def run_show(run_id: str) -> None:
 def print_run(view: RunView) -> None:
     """A run followed on the log (`run start --wait`)."""
     started = view.started
-    state = "completed" if view.completed else "running"
+    state = view.completed.status if view.completed else "running"
     done = len(view.graded) + view.dead
     console.print(
         f"run {view.run_id}: {started.kind if started else '?'}, {state}, "
         f"{done}/{view.expected if view.expected is not None else '?'} results"
         + (f", {view.dead} ungraded (dead-lettered)" if view.dead else "")
     )
+    if view.completed is not None and view.completed.failure_reason:
+        console.print(f"[red]failed[/]: {escape(view.completed.failure_reason)}")
     print_outcome(
         [ev.summary for ev in view.summaries],
         view.table,
@@ -306,7 +313,7 @@ def print_outcome(
             "graded",
             "avg cost $",
             "p95 ms",
-            "timeouts",
+            "timeouts (share)",
             "carried",
             "harness",
         ):
@@ -320,7 +327,7 @@ def print_outcome(
                 str(s.graded),
                 "-" if s.avg_cost_usd is None else f"{s.avg_cost_usd:.6f}",
                 "-" if s.p95_latency_ms is None else f"{s.p95_latency_ms:.0f}",
-                str(s.timeouts),
+                f"{s.timeouts} ({s.timeouts / s.graded:.0%})" if s.graded else str(s.timeouts),
                 "yes" if s.carried else "",
                 s.harness or "",
             )

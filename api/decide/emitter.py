@@ -1,9 +1,13 @@
 """Messages to Kafka off the hot path: decision events and session updates.
 
 /decide only puts a message on a bounded in-memory queue (never awaits Kafka); one
-background task drains it in batches through an idempotent producer (acks=all). A full
-queue drops the message (counted); a failed delivery is retried a few times, then dropped
-(counted and logged). Admin commands go through `send_now`, which waits for the ack.
+background task drains it in batches through an idempotent producer (acks=all). A failed
+delivery is retried a few times. Decision events (the bill) are delivered at least once:
+when the queue is full or the retries are spent they go to the local spool
+(`api.decide.spool`) and are sent again once Kafka takes messages; their `decision_id`
+makes the copies harmless. Other messages (session updates: a lost one only costs
+stickiness) are dropped and counted. Admin commands go through `send_now`, which waits for
+the ack.
 """
 
 from __future__ import annotations
@@ -18,11 +22,18 @@ from typing import Final
 from aiokafka import AIOKafkaProducer
 
 from api.decide.metrics import DecideMetrics
+from api.decide.spool import Spool
 
 log = logging.getLogger("provenroute.decide.emitter")
 
 MAX_ATTEMPTS: Final = 3
 BATCH: Final = 1000
+DURABLE_KINDS: Final = frozenset({"decision"})
+"""Kinds that are spooled instead of dropped."""
+SPOOL_CHECK_S: Final = 1.0
+"""How often the drain task looks for spooled messages to send again, while Kafka takes
+messages; after a failure it waits `SPOOL_RETRY_S` before trying the spool again."""
+SPOOL_RETRY_S: Final = 15.0
 
 Value = bytes | Callable[[], bytes]
 """The payload, or a function building it (run off the hot path, in the drain task)."""
@@ -45,6 +56,7 @@ class Emitter:
         *,
         queue_size: int = 50_000,
         producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.metrics = metrics
@@ -54,6 +66,9 @@ class Emitter:
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._closing = False
+        self.spool = spool
+        self._last_failure = -SPOOL_RETRY_S
+        self._next_spool_check = 0.0
 
     def _default_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -73,6 +88,19 @@ class Emitter:
     def connected(self) -> bool:
         return self._started.is_set()
 
+    @property
+    def queue_full(self) -> bool:
+        return self.queue.full()
+
+    def status(self) -> dict[str, object]:
+        """What /readyz shows of the queue and the spool."""
+        return {
+            "depth": self.queue.qsize(),
+            "capacity": self.queue.maxsize,
+            "full": self.queue_full,
+            "spooled": self.spool.pending if self.spool is not None else 0,
+        }
+
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Deliver what is queued (up to `drain_timeout_s`), then stop the producer."""
         self._closing = True
@@ -83,6 +111,12 @@ class Emitter:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        while not self.queue.empty():  # what the drain did not deliver: spooled, not lost
+            item = self.queue.get_nowait()
+            if not self._spool(item, "shutdown"):
+                self.metrics.events_dropped.labels(item.kind, "shutdown").inc()
+        if self.spool is not None:
+            self.spool.close()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.producer.stop(), drain_timeout_s)
@@ -97,11 +131,30 @@ class Emitter:
 
     def enqueue(self, kind: str, topic: str, key: bytes, value: Value) -> bool:
         """Queue a message for delivery; False (and counted) when the queue is full."""
+        item = _Pending(kind, topic, key, value)
         try:
-            self.queue.put_nowait(_Pending(kind, topic, key, value))
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
+            self.metrics.queue_full.set(1)
+            if self._spool(item, "queue_full"):
+                return True
             self.metrics.events_dropped.labels(kind, "queue_full").inc()
             return False
+        return True
+
+    def _spool(self, item: _Pending, why: str) -> bool:
+        """Write a durable-kind message to the spool; False when it is not one (or the
+        spool cannot be written, which is logged)."""
+        if self.spool is None or item.kind not in DURABLE_KINDS:
+            return False
+        try:
+            value = item.value() if callable(item.value) else item.value
+            self.spool.append(item.kind, item.topic, item.key, value)
+        except Exception:
+            log.exception("cannot spool a %s message", item.kind)
+            return False
+        self.metrics.events_spooled.labels(item.kind, why).inc()
+        self.metrics.spool_pending.set(self.spool.pending)
         return True
 
     # ---- admin path --------------------------------------------------------------------
@@ -136,18 +189,54 @@ class Emitter:
         await self._connect()
         assert self.producer is not None
         while True:
-            batch = [await self.queue.get()]
+            try:
+                first = await asyncio.wait_for(self.queue.get(), SPOOL_CHECK_S)
+            except TimeoutError:
+                await self._resend_spooled(self.producer)
+                continue
+            batch = [first]
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self.metrics.queue_depth.set(self.queue.qsize())
+            if not self.queue.full():
+                self.metrics.queue_full.set(0)
             await self._deliver(self.producer, batch)
+            if self.queue.qsize() < self.queue.maxsize // 2:
+                await self._resend_spooled(self.producer)
+
+    async def _resend_spooled(self, producer: AIOKafkaProducer) -> None:
+        """Send the spooled messages again (this process's and any dead one's), at most once
+        a `SPOOL_CHECK_S`, and not while Kafka has just refused messages."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        spool = self.spool
+        if spool is None or now < self._next_spool_check:
+            return
+        self._next_spool_check = now + SPOOL_CHECK_S
+        if now - self._last_failure < SPOOL_RETRY_S:
+            return
+        if spool.pending:
+            spool.rotate()  # finish our own file so it can be claimed like any other
+        for path in spool.claimable():
+            with spool.claim(path) as messages:
+                if messages is None:
+                    continue  # another live process holds it
+                for i in range(0, len(messages), BATCH):
+                    chunk = messages[i : i + BATCH]
+                    await self._deliver(
+                        producer, [_Pending(m.kind, m.topic, m.key, m.value) for m in chunk]
+                    )
+                # Handed on: delivered, back in the queue for a retry, or spooled anew.
+                spool.done(path, len(messages))
+            self.metrics.spool_pending.set(spool.pending)
 
     async def _deliver(self, producer: AIOKafkaProducer, batch: list[_Pending]) -> None:
         sent: list[tuple[_Pending, asyncio.Future[object]]] = []
         for item in batch:
             try:
-                value = item.value() if callable(item.value) else item.value
-                sent.append((item, await producer.send(item.topic, value, key=item.key)))
+                if callable(item.value):
+                    item.value = item.value()  # built once, whatever the retries
+                sent.append((item, await producer.send(item.topic, item.value, key=item.key)))
             except Exception as e:
                 self._failed(item, e)
         for item, fut in sent:
@@ -159,6 +248,7 @@ class Emitter:
                 self.metrics.events_sent.labels(item.kind).inc()
 
     def _failed(self, item: _Pending, error: Exception) -> None:
+        self._last_failure = asyncio.get_running_loop().time()
         if item.attempt < MAX_ATTEMPTS and not self._closing:
             item.attempt += 1
             try:
@@ -166,5 +256,8 @@ class Emitter:
                 return
             except asyncio.QueueFull:
                 pass
+        if self._spool(item, "delivery_failed"):
+            log.warning("spooled a %s message to %s after: %s", item.kind, item.topic, error)
+            return
         log.error("giving up on a %s message to %s: %s", item.kind, item.topic, error)
         self.metrics.events_dropped.labels(item.kind, "delivery_failed").inc()

@@ -75,6 +75,23 @@ class DecideMetrics:
             ["kind", "why"],
             registry=r,
         )
+        self.events_spooled = Counter(
+            "provenroute_decide_messages_spooled",
+            "Decision events written to the local spool instead of dropped (queue full,"
+            " delivery failed, shutdown); sent again once Kafka takes messages.",
+            ["kind", "why"],
+            registry=r,
+        )
+        self.spool_pending = Gauge(
+            "provenroute_decide_spool_pending",
+            "Spooled messages not yet sent again.",
+            registry=r,
+        )
+        self.queue_full = Gauge(
+            "provenroute_decide_queue_full",
+            "1 while the Kafka queue is full (decision events are being spooled).",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "provenroute_decide_queue_depth",
             "Messages waiting for Kafka.",

@@ -32,7 +32,8 @@ class RunRow(BaseModel):
     force: bool
     started_at: str
     status: str
-    """running or completed."""
+    """running, completed, or failed (it measured nothing, or too little: see
+    `failure_reason`)."""
     models_enqueued: int | None = None
     models_carried: int | None = None
     jobs: int | None = None
@@ -47,6 +48,8 @@ class RunRow(BaseModel):
     table_version: str | None = None
     skip_reason: str | None = None
     classifier_winner: str | None = None
+    failure_reason: str | None = None
+    """Why a failed run failed (how much was lost to dead-lettered jobs, the last error)."""
 
 
 class RunModelRow(BaseModel):

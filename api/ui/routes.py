@@ -33,7 +33,7 @@ from api.ui import auth
 from api.ui.auth import COOKIE, UI_PREFIX, Session
 from api.ui.charts import Chart, build_chart, fmt_cost
 from api.ui.forms import EFFORTS, HINTS, form_of, parse_form
-from api.ui.tables import published_versions, run_progress, table_diff
+from api.ui.tables import ENDED, published_versions, run_progress, table_diff
 from contracts.ids import derive_id
 from contracts.taxonomy import TIERS
 
@@ -389,7 +389,7 @@ async def run_stream(
             elif time.monotonic() - quiet_since > 15:
                 yield b": keep-alive\n\n"
                 quiet_since = time.monotonic()
-            if progress["status"] == "completed":
+            if progress["status"] in ENDED:
                 yield _sse("completed", progress)
                 return
             await asyncio.sleep(STREAM_POLL_S)

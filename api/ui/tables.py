@@ -8,6 +8,9 @@ from typing import Any
 from contracts.routing_diff import TableDiff, diff_tables
 from projections.read_model import ReadModel
 
+ENDED = frozenset({"completed", "failed"})
+"""Run statuses after which nothing changes any more."""
+
 
 def run_progress(run: dict[str, Any] | None) -> dict[str, Any]:
     """The numbers the live progress bar shows, from a run_history row (None: not yet seen)."""
@@ -15,8 +18,7 @@ def run_progress(run: dict[str, Any] | None) -> dict[str, Any]:
         return {"status": "pending", "done": 0, "expected": None, "percent": 0}
     expected = run.get("expected_results")
     done = run.get("results_projected") or 0
-    completed = run.get("status") == "completed"
-    if completed:
+    if run.get("status") in ENDED:
         percent = 100
     elif expected:
         percent = min(99, int(done * 100 / expected))
@@ -30,6 +32,7 @@ def run_progress(run: dict[str, Any] | None) -> dict[str, Any]:
         "graded": run.get("graded"),
         "ungraded": run.get("ungraded"),
         "outcome": run.get("outcome"),
+        "failure_reason": run.get("failure_reason"),
         "models_enqueued": run.get("models_enqueued"),
         "models_carried": run.get("models_carried"),
         "jobs": run.get("jobs"),

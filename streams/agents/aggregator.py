@@ -36,6 +36,7 @@ from contracts.envelope import EventBase
 from contracts.events import CaseGraded, RunCompleted
 from contracts.jobs import CaseJob
 from contracts.run_progress import (
+    DEFAULT_MAX_UNGRADED_SHARE,
     RunProgress,
     completion_events,
     completion_failed,
@@ -90,11 +91,13 @@ class Aggregator:
         channels: Channels,
         clock: Callable[[], str],
         case_ids: Mapping[RunKind, Sequence[str]],
+        max_ungraded_share: float = DEFAULT_MAX_UNGRADED_SHARE,
     ) -> None:
         self.app = app
         self.channels = channels
         self.clock = clock
         self.case_ids = case_ids
+        self.max_ungraded_share = max_ungraded_share
         schema = json_schema()
         partitions = specs.EVENTS.partitions
         self.runs = app.Table("runs", default=None, schema=schema, partitions=partitions)
@@ -219,7 +222,9 @@ class Aggregator:
     async def _complete(self, progress: RunProgress) -> None:
         now = self.clock()
         try:
-            events = completion_events(progress, now=now)
+            events = completion_events(
+                progress, now=now, max_ungraded_share=self.max_ungraded_share
+            )
             records = measured_records(progress)
         except Exception as e:
             # Deterministic, so retrying cannot help: close the run and say why.

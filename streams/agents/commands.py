@@ -26,10 +26,11 @@ from contracts.command_decider import (
     evolve_admin,
     reject,
 )
-from contracts.commands import Command
+from contracts.commands import Command, StartRun
 from contracts.config import RunKind
 from contracts.envelope import EventBase
 from contracts.events import raw_excerpt
+from contracts.events.runs import MeasurementConditions
 from streams import topics as specs
 from streams.agents.channels import Channels, json_schema
 
@@ -49,12 +50,14 @@ class CommandAgent:
         case_ids: Mapping[RunKind, Sequence[str]],
         dataset_hashes: Mapping[RunKind, str],
         credentials: frozenset[str],
+        conditions: Callable[[], Awaitable[MeasurementConditions]] | None = None,
         clock: Callable[[], str],
     ) -> None:
         self.channels = channels
         self.history = history
         self.case_ids = case_ids
         self.dataset_hashes = dataset_hashes
+        self.conditions = conditions
         self.credentials = credentials
         self.clock = clock
         schema = json_schema()
@@ -97,6 +100,12 @@ class CommandAgent:
             await self._send_events([decode_event(e.encode()) for e in earlier["events"]])
             return
         state = self.admin_state()
+        # What a new run measures under, asked of the provider now (IO stays in the shell).
+        conditions = (
+            await self.conditions()
+            if self.conditions is not None and isinstance(command, StartRun)
+            else None
+        )
         outcome = decide_command(
             state,
             await self.history(),
@@ -105,6 +114,7 @@ class CommandAgent:
             case_ids=self.case_ids,
             dataset_hashes=self.dataset_hashes,
             credentials=self.credentials,
+            conditions=conditions,
         )
         for ev in outcome.events:
             state = evolve_admin(state, ev)

@@ -99,3 +99,43 @@ def test_session_cookie_expires_and_dies_with_the_token() -> None:
     assert auth.safe_next("//evil.example/admin/ui") == "/admin/ui"
     assert auth.safe_next("https://evil.example") == "/admin/ui"
     assert auth.safe_next("/admin/ui/runs?x=1") == "/admin/ui/runs?x=1"
+
+
+def test_run_page_shows_each_candidates_timeout_share_and_a_failed_runs_reason() -> None:
+    from api.ui.routes import templates
+    from api.ui.tables import run_progress
+
+    summary = {
+        "model": "sim/balanced",
+        "tier": "low",
+        "accuracy": 0.9,
+        "accuracy_lower_bound": 0.8,
+        "graded": 40,
+        "avg_cost_usd": 0.001,
+        "p95_latency_ms": 1900.0,
+        "timeouts": 3,
+        "carried": False,
+        "source_run_id": None,
+        "harness": None,
+    }
+    run = {
+        "run_id": "r1",
+        "kind": "classifier",
+        "min_accuracy": 0.7,
+        "models": [],
+        "spend_usd": 0.04,
+        "outcome": None,
+    }
+    failed = {"status": "failed", "failure_reason": "all 72 expected results were lost"}
+    page = templates.get_template("run.html").render(
+        run_id="r1",
+        run={**run, **failed, "summaries": [summary]},
+        progress=run_progress({**run, **failed, "expected_results": 72}),
+        command=None,
+        ui="/admin/ui",
+        csrf="",
+        logged_in=True,
+    )
+    assert '<td class="num timeouts">3 (7.5%)</td>' in page
+    assert "Failed: all 72 expected results were lost" in page
+    assert 'data-status="failed"' in page

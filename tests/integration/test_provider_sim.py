@@ -37,7 +37,7 @@ from simulator import behaviour
 from simulator.catalog import CaseIndex, classifier_case_hash, decider_case_hash, load_cases
 from simulator.completions import FINGERPRINT
 from simulator.fleet import Fleet, ModelProfile, load_fleet
-from simulator.server import SIM_HEADER, create_app
+from simulator.server import SIM_HEADER, SIM_LATENCY_SCALE_HEADER, create_app
 
 KEY = "sk-test-0123456789abcdef-secret"
 OTHER_KEY = "sk-benchmark-identity-secret"
@@ -146,6 +146,7 @@ async def test_models_lists_the_fleet_labelled_simulated(sim: Sim) -> None:
         r = await http.get(f"{sim.base_url}/models")
     assert r.status_code == 200
     assert r.headers[SIM_HEADER] == "1"
+    assert r.headers[SIM_LATENCY_SCALE_HEADER] == "0.0"  # what a benchmark run records
     data = r.json()["data"]
     assert [m["id"] for m in data] == [m.id for m in sim.fleet.models]
     assert all(m["owned_by"] == "simulated" and m["id"].startswith("sim/") for m in data)

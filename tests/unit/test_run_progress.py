@@ -27,6 +27,7 @@ from contracts.events import (
     RunModelEnqueued,
     RunStarted,
 )
+from contracts.events.runs import MeasurementConditions
 from contracts.ids import case_job_id, case_result_id, derive_id
 from contracts.results import ModelSummary
 from contracts.run_progress import (
@@ -459,3 +460,42 @@ def test_a_kilo_run_names_its_harness_on_summaries_records_and_cells() -> None:
 def test_classifier_summaries_name_no_harness() -> None:
     p = fold(header("classifier") + all_graded(kind="classifier"))
     assert {s.harness for s in run_summaries(p)} == {None}
+
+
+# ---------------------------------------------------------------------------- failed runs
+def test_a_run_whose_jobs_were_all_dead_lettered_failed_and_says_why() -> None:
+    lost = [dead(m, list(CASES)) for m in MODELS]
+    evs = completion_events(fold(header() + lost), now=LATER)
+    assert not any(isinstance(e, ModelSummarized | RoutingTablePublished) for e in evs)
+    skipped = next(e for e in evs if isinstance(e, RoutingTablePublishSkipped))
+    done = evs[-1]
+    assert isinstance(done, RunCompleted) and done.status == "failed"
+    assert done.graded == 0 and done.ungraded == done.expected
+    assert done.failure_reason is not None and skipped.reason == done.failure_reason
+    assert done.failure_reason.startswith(f"all {done.expected} expected results were lost")
+    assert "last error: boom" in done.failure_reason
+
+
+@pytest.mark.parametrize(("share", "status"), [(0.5, "completed"), (0.2, "failed")])
+def test_a_run_that_lost_more_than_the_configured_share_failed(share: float, status: str) -> None:
+    one_lost = [e for e in all_graded() if e.model != "sim/big"] + [dead("sim/big", list(CASES))]
+    evs = completion_events(fold(header() + one_lost), now=LATER, max_ungraded_share=share)
+    done = evs[-1]
+    assert isinstance(done, RunCompleted) and done.status == status
+    assert any(isinstance(e, RoutingTablePublished) for e in evs) == (status == "completed")
+
+
+def test_a_fully_carried_run_measured_nothing_by_design_and_completed() -> None:
+    p = fold(header(models=()))
+    assert p.expected == 0
+    done = completion_events(p, now=LATER, max_ungraded_share=0.0)[-1]
+    assert isinstance(done, RunCompleted) and done.status == "completed"
+
+
+def test_a_classifier_run_picks_its_winner_against_the_deadline_it_measured_under() -> None:
+    head = header("classifier")
+    slow = MeasurementConditions(provider_base_url="http://sim/v1", classifier_deadline_ms=50)
+    head[0] = head[0].model_copy(update={"conditions": slow})
+    evs = completion_events(fold([*head, *all_graded(kind="classifier")]), now=LATER)
+    winner = next(e for e in evs if isinstance(e, ClassifierWinnerPublished)).winner
+    assert winner.reason.endswith("over_decide_deadline")  # every p95 (100 ms) is over 50

@@ -396,3 +396,63 @@ def test_winner_rule_properties(
         assert winner.reason == "most_accurate"
         assert not accurate
         assert all(w.accuracy >= s.accuracy for s in graded)
+
+
+# ---- the decide deadline (budget minus margin): never looser than /decide waits
+DEADLINE = 1850
+"""/decide's classifier deadline with the default 2000 ms budget and 150 ms margin."""
+
+DEADLINE_CASES: list[tuple[str, list[Row], int | None, str, str]] = [
+    # (name, rows, config budget, expected model, expected reason)
+    (
+        "a config budget looser than the deadline (the example's 2000) cannot let a slow "
+        "cheap classifier win",
+        [("m/slow-cheap", 0.90, 72, 0.001, 1900), ("m/fast", 0.85, 72, 0.002, 300)],
+        2000,
+        "m/fast",
+        "cheapest_meeting_all",
+    ),
+    (
+        "no config budget at all: the deadline still holds",
+        [("m/slow-cheap", 0.90, 72, 0.001, 1900), ("m/fast", 0.85, 72, 0.002, 300)],
+        None,
+        "m/fast",
+        "cheapest_meeting_all",
+    ),
+    (
+        "only over-deadline models are accurate: the fastest of them, and the run says so",
+        [
+            ("m/slow", 0.90, 72, 0.001, 2500),
+            ("m/slower", 0.95, 72, 0.0005, 4000),
+            ("m/fast-wrong", 0.50, 72, 0.0001, 100),
+        ],
+        1000,
+        "m/slow",
+        "over_decide_deadline",
+    ),
+    (
+        "nothing accurate, the most accurate is slow: it wins, and the run says so",
+        [("m/slow", 0.60, 72, 0.001, 2500), ("m/fast", 0.50, 72, 0.002, 300)],
+        None,
+        "m/slow",
+        "most_accurate_over_decide_deadline",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "budget", "model", "reason"),
+    DEADLINE_CASES,
+    ids=[c[0] for c in DEADLINE_CASES],
+)
+def test_the_winner_respects_the_decide_deadline(
+    name: str, rows: list[Row], budget: int | None, model: str, reason: str
+) -> None:
+    w = pick_classifier_winner(
+        stats(rows),
+        min_accuracy=0.8,
+        max_p95_latency_ms=budget,
+        run_id="r",
+        decide_deadline_ms=DEADLINE,
+    )
+    assert w is not None and (w.model, w.reason) == (model, reason)

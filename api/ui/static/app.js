@@ -38,7 +38,7 @@
 
   // ---- a run's live progress over server-sent events -------------------------------------
   function watchRun(section) {
-    if (section.dataset.status === "completed") return;
+    if (section.dataset.status === "completed" || section.dataset.status === "failed") return;
     const run = section.dataset.run;
     const command = section.dataset.command;
     const url = `${ui}/runs/${encodeURIComponent(run)}/stream` +
