@@ -27,7 +27,9 @@ def test_every_reference_solution_passes_in_the_container() -> None:
     assert sum(1 for c in cases if c.reference) > 0
 
 
-def _agentic(topic: str, reference: str, files: dict[str, str]) -> dict[str, object]:
+def _agentic(
+    topic: str, reference: str, files: dict[str, str], post_check: str | None = None
+) -> dict[str, object]:
     return {
         "id": f"agentic_execution-data_processing-{topic}",
         "taskType": "agentic_execution",
@@ -39,6 +41,7 @@ def _agentic(topic: str, reference: str, files: dict[str, str]) -> dict[str, obj
         "files": files,
         "timeout_s": 10,
         "reference": reference,
+        **({"post_check": {"script": post_check}} if post_check else {}),
     }
 
 
@@ -46,10 +49,17 @@ def _agentic(topic: str, reference: str, files: dict[str, str]) -> dict[str, obj
 def test_verify_fails_and_names_a_broken_reference(tmp_path: Path) -> None:
     nums = {"data/nums.txt": "1\n2\n3\n"}
     decider = [
-        _agentic("sum-ok", "awk '{s+=$1} END {print s}' data/nums.txt; touch leftover", nums),
+        _agentic(
+            "sum-ok",
+            "awk '{s+=$1} END {print s}' data/nums.txt; touch leftover",
+            nums,
+            post_check="test -e leftover",
+        ),
         # runs after sum-ok in the same container (one job): must not see its leftover
         _agentic("sum-fresh", "test ! -e leftover && awk '{s+=$1} END {print s}' data/*", nums),
         _agentic("sum-wrong", "wc -l < data/nums.txt", nums),
+        # changes the workspace but nothing grades the change
+        _agentic("sum-unchecked", "awk '{s+=$1} END {print s}' data/nums.txt | tee total", nums),
         _agentic(
             "no-network",
             "python3 -c 'import urllib.request as u; u.urlopen(\"http://1.1.1.1\", timeout=3)'"
@@ -80,13 +90,17 @@ def test_verify_fails_and_names_a_broken_reference(tmp_path: Path) -> None:
         app, ["verify", "--root", str(tmp_path), "--jobs", "1", "--all"], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 1, result.output
-    assert "2 of 4 cases failed verification." in result.output
+    assert "3 of 5 cases failed verification." in result.output
     assert "reference answer '3' fails the check" in result.output
     lines = {line.split()[1]: line for line in result.output.splitlines() if "agentic_" in line}
     assert "passed" in lines["agentic_execution-data_processing-sum-ok"]
     assert "passed" in lines["agentic_execution-data_processing-sum-fresh"]
     assert "FAILED" in lines["agentic_execution-data_processing-sum-wrong"]
     assert "FAILED" in lines["agentic_execution-data_processing-no-network"]
+    assert "FAILED" in lines["agentic_execution-data_processing-sum-unchecked"]
+    assert "the reference changes the workspace, so the case needs a post_check" in " ".join(
+        result.output.split()
+    )
 
 
 @pytest.mark.timeout(300)
