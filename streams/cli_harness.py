@@ -50,6 +50,7 @@ class CliHarness:
         max_tokens: int = 2_000_000,
         redact: Iterable[str] = (),
         transcript_chars: int = 2000,
+        keep_state: bool = False,
     ) -> None:
         self.flavor = flavor
         self.proxy = proxy
@@ -57,6 +58,8 @@ class CliHarness:
         self.max_tokens = max_tokens
         self.secrets = tuple(s for s in redact if s)
         self.transcript_chars = transcript_chars
+        self.keep_state = keep_state
+        """Leave each run's CLI state in the container (diagnostics and the key-leak test)."""
 
     async def run_case(
         self,
@@ -165,7 +168,7 @@ class CliHarness:
             "port": FORWARD_PORT,
             "socket": CONTAINER_SOCKET,
             "result": f"/tmp/agent-runs/{run_id}.result.json",
-            "cleanup": [run_dir],
+            "cleanup": [] if self.keep_state else [run_dir],
             "max_stdout": MAX_STDOUT,
         }
         encoded = base64.b64encode(json.dumps(spec).encode("utf-8")).decode("ascii")
