@@ -230,3 +230,32 @@ def test_kilo_events_give_the_last_steps_text_only() -> None:
     ]
     out = parse_kilo_events("\n".join(json.dumps(e) for e in events))
     assert (out.answer, out.tool_calls, out.error) == ("", 1, None)
+
+
+# ------------------------------------------------------------------ harness try
+
+
+@pytest.mark.parametrize("harness", ["builtin", "kilo"])
+def test_harness_try_prints_the_raw_stream_the_call_log_and_the_grade(
+    sim_url: str, harness: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli.main import app
+
+    case = agentic_sample()[0]
+    env = {
+        "PROVENROUTE_PROVIDER_BASE_URL": sim_url,
+        "PROVENROUTE_PROVIDER_CREDENTIALS": json.dumps({"bench": BENCH_SECRET}),
+        "PROVENROUTE_DOCKER_IMAGE": DEFAULT_IMAGE,
+    }
+    args = ["harness", "try", "--harness", harness, "--model", "sim/frontier"]
+    args += ["--case", case.id, "--identity", "bench"]
+    out = CliRunner().invoke(app, args, env=env)
+    assert out.exit_code == 0, out.output
+    graded = json.loads(out.output[out.output.rindex("{") :])
+    assert graded["passed"] is True and graded["harness"] == harness
+    assert BENCH_SECRET not in out.output
+    if harness == "kilo":
+        assert '"type":"step_finish"' in out.output  # the CLI's own event stream
+        assert "model proxy call log" in out.output and graded["model_calls"] >= 2
