@@ -139,6 +139,7 @@ class CliHarness:
             reset_ms=reset_ms,
             harness=self.flavor.name,
             cli_ms=cli_ms,
+            first_call_ms=max(meter.calls[0].at_ms - reset_ms, 0.0) if meter.calls else 0.0,
             proxy_calls=tuple(c.to_dict() for c in meter.calls),
             cli_runs=tuple(self._redacted_run(r) for r in runs),
         )
