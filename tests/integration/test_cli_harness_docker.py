@@ -24,7 +24,6 @@ from infra.settings import Settings
 from simulator import behaviour
 from simulator.catalog import decider_case_hash, load_cases
 from simulator.fleet import load_fleet
-from streams.cli_flavors import parse_kilo_events
 from streams.cli_harness import CliHarness
 from streams.cli_job import cli_job
 from streams.docker_sandbox import DEFAULT_IMAGE, DockerSandbox, ensure_image
@@ -217,19 +216,6 @@ async def test_a_dead_provider_ends_the_case_as_a_timeout(client: Any, run_id: s
     assert result.timed_out and result.stop_reason == "timeout" and result.answer == ""
     assert result.proxy_calls and all(c["upstream_failed"] for c in result.proxy_calls)
     assert result.cost_usd is None
-
-
-def test_kilo_events_give_the_last_steps_text_only() -> None:
-    events = [
-        {"type": "step_start", "part": {}},
-        {"type": "text", "part": {"text": "Let me look."}},
-        {"type": "tool_use", "part": {"tool": "bash", "state": {"input": {}, "output": "6"}}},
-        {"type": "step_finish", "part": {"reason": "tool-calls"}},
-        {"type": "step_start", "part": {}},
-        {"type": "step_finish", "part": {"reason": "stop"}},
-    ]
-    out = parse_kilo_events("\n".join(json.dumps(e) for e in events))
-    assert (out.answer, out.tool_calls, out.error) == ("", 1, None)
 
 
 # ------------------------------------------------------------------ harness try
