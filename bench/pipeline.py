@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--kinds classifier,decider] [--models all|ID,ID]
                                        [--reps 1] [--slots 4]
+                                       [--harness builtin,kilo,mini-swe-agent] [--cases ID,ID]
 
 Starts a simulated provider (PROVENROUTE_SIM_LATENCY_SCALE=0) and a real worker on a fresh
 topic prefix (real Kafka, real Docker for decider jobs), saves a config over the fleet and
@@ -30,6 +31,12 @@ end-to-end run time (wall), the worker's peak RSS, and a breakdown of the slot t
     aggregation (the run's last CaseGraded to RunCompleted, counted x slots).
 
 Container start per job is also quoted against its own bar (<= 1 s per job).
+
+`--harness` runs the decider benchmark once per named harness (the config's
+deciderHarness) and prints, beside the breakdown, the per-case harness overhead: CLI
+start-up (case start to the CLI's first model call), the CLI's time outside model calls,
+and the model time as the job's model proxy measured it. `--cases` limits the decider
+dataset (PROVENROUTE_WORKER_DECIDER_CASES), e.g. to the agentic cases.
 
 Simulated timeouts are wrong draws that would stall a case for the provider timeout; the
 benchmark sets that timeout to 5 s and counts the time as model latency.
@@ -106,6 +113,9 @@ class RunFigures:
     """From the run's last CaseGraded to reading RunCompleted (one latency, not x slots)."""
     top_task: list[tuple[str, float]] | None = None
     """Cases with the most in-container task time (mean ms over models and reps)."""
+    harness: str = "builtin"
+    overhead: dict[str, float] | None = None
+    """Decider runs: `harness_overhead` of the run's cases."""
 
     @property
     def slot_ms(self) -> float:
@@ -175,7 +185,26 @@ async def wait_for(  # type: ignore[no-untyped-def]
     raise TimeoutError("no answer from the worker")
 
 
-async def one_run(settings: Settings, kind: RunKind, slots: int) -> RunFigures:
+def harness_overhead(graded: list[CaseGraded]) -> dict[str, float]:
+    """Mean ms per case: wall, model, CLI start-up, CLI rest (agent-CLI harnesses)."""
+    n = len(graded) or 1
+
+    def mean(key: str) -> float:
+        return sum(_num(e.diagnostics, key) for e in graded) / n
+
+    wall = sum(e.latency_ms for e in graded) / n
+    return {
+        "wall": wall,
+        "model": mean("model_latency_ms"),
+        "cli_start": mean("cli_first_call_ms"),
+        "cli": mean("cli_ms"),
+        "reset": mean("reset_ms"),
+    }
+
+
+async def one_run(
+    settings: Settings, kind: RunKind, slots: int, harness: str = "builtin"
+) -> RunFigures:
     command = StartRun(command_id=new_command_id(), issued_at=utc_now(), kind=kind, force=True)
     run_id = run_id_for(command.command_id)
     async with EventReader(settings, from_end=True) as reader:
@@ -197,7 +226,10 @@ async def one_run(settings: Settings, kind: RunKind, slots: int) -> RunFigures:
     if any(isinstance(e, CommandRejected) for e in evs):
         raise SystemExit(f"run rejected: {evs}")
     graded = {e.event_id: e for e in evs if isinstance(e, CaseGraded) and e.run_id == run_id}
-    return figures_for(kind, list(graded.values()), wall, slots, (t0_epoch, t1_epoch))
+    fig = figures_for(kind, list(graded.values()), wall, slots, (t0_epoch, t1_epoch))
+    fig.harness = harness
+    fig.overhead = harness_overhead(list(graded.values())) if kind == "decider" else None
+    return fig
 
 
 def _epoch(ts: str) -> float:
@@ -311,6 +343,32 @@ def report(figures: list[RunFigures]) -> None:
         if f.top_task:
             tops = ", ".join(f"{c} {ms:.0f}" for c, ms in f.top_task)
             print(f"  most in-container task time (mean ms per draw): {tops}")
+    report_harnesses([f for f in figures if f.kind == "decider" and f.overhead])
+
+
+def report_harnesses(figures: list[RunFigures]) -> None:
+    """Per-case harness overhead of each decider run, side by side."""
+    if not figures:
+        return
+    print()
+    print(
+        f"{'harness':<16}{'cases':>6}{'wall ms/case':>14}{'model':>9}{'CLI start-up':>14}"
+        f"{'CLI other':>11}{'vs builtin':>12}"
+    )
+    base = next(
+        (f.overhead["wall"] for f in figures if f.harness == "builtin" and f.overhead), None
+    )
+    for f in figures:
+        o = f.overhead or {}
+        other = max(o.get("cli", 0.0) - o.get("cli_start", 0.0) - o.get("model", 0.0), 0.0)
+        extra = "" if base is None else f"{o.get('wall', 0.0) - base:+.0f}"
+        print(
+            f"{f.harness:<16}{f.cases:>6}{o.get('wall', 0.0):>14.0f}{o.get('model', 0.0):>9.0f}"
+            f"{o.get('cli_start', 0.0):>14.0f}{other:>11.0f}{extra:>12}"
+        )
+    print("(ms per case, means; model = the proxy's (CLI) or the client's (builtin) call time;")
+    print(" CLI start-up = case start to the first model call; CLI other = the rest of the")
+    print(" CLI's wall outside model calls: its tools, its own bookkeeping and exit)")
 
 
 async def save_config(settings: Settings, config: BenchmarkConfig) -> None:
@@ -339,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--slots", type=int, default=4, help="worker job slots = run maxConcurrency")
+    p.add_argument("--harness", default="builtin", help="decider harnesses to run, comma separated")
+    p.add_argument("--cases", default="", help="decider case ids (default: the whole dataset)")
     args = p.parse_args(argv)
 
     fleet = load_fleet()
@@ -365,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         PROVENROUTE_PROVIDER_TIMEOUT_S="5",
         PROVENROUTE_WORKER_JOB_SLOTS=str(args.slots),
     )
+    if args.cases:
+        env["PROVENROUTE_WORKER_DECIDER_CASES"] = args.cases
     print(
         f"pipeline benchmark (SIMULATED fleet, zero latency): {len(models)} models, "
         f"reps {args.reps}, {args.slots} job slots; logs in {workdir}"
@@ -375,11 +437,16 @@ def main(argv: list[str] | None = None) -> int:
     with sim, start_worker(workdir, env) as worker:
         global WORKER
         WORKER = worker
-        asyncio.run(save_config(settings, config))
         for kind in args.kinds.split(","):
-            fig = asyncio.run(one_run(settings, kind, args.slots))  # type: ignore[arg-type]
-            figures.append(fig)
-            print(f"  {kind} run done: {fig.cases} cases in {fig.wall_s:.1f}s", flush=True)
+            for harness in args.harness.split(",") if kind == "decider" else ["builtin"]:
+                run_config = config.model_copy(update={"deciderHarness": harness})
+                asyncio.run(save_config(settings, run_config))
+                fig = asyncio.run(one_run(settings, kind, args.slots, harness))  # type: ignore[arg-type]
+                figures.append(fig)
+                print(
+                    f"  {kind} run ({harness}) done: {fig.cases} cases in {fig.wall_s:.1f}s",
+                    flush=True,
+                )
         rss = peak_rss_mb(worker.pid)
     print()
     report(figures)

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     worker_job_slots: int = Field(default=4, ge=1, le=64)
     """Case jobs one worker runs at once (a run's maxConcurrency can only lower it)."""
     worker_startup_timeout_s: float = 120.0
+    worker_decider_cases: str | None = None
+    """Comma-separated decider case ids this worker's runs use instead of the whole dataset
+    (a quick subset, e.g. for agent-CLI harness trials); unset: every case."""
 
     sim_port: int = 8787
     api_port: int = 8080

@@ -40,7 +40,9 @@ image-hash:
 	@$(IMAGE_HASH_SH); echo "$$want"
 
 $(VENDOR)/kilo/.done: $(IMAGE_CONTEXT)/agents/package.json $(IMAGE_CONTEXT)/agents/package-lock.json
-	@command -v $(NPM) >/dev/null || { echo "npm is needed to fetch the Kilo CLI (apt-get install npm)" >&2; exit 1; }
+	@command -v $(NPM) >/dev/null || { command -v apt-get >/dev/null \
+	  && apt-get install -y -q --no-install-recommends npm >/dev/null; } \
+	  || { echo "npm is needed to fetch the Kilo CLI (apt-get install npm)" >&2; exit 1; }
 	rm -rf $(VENDOR)/kilo && mkdir -p $(VENDOR)/kilo
 	cp $(IMAGE_CONTEXT)/agents/package.json $(IMAGE_CONTEXT)/agents/package-lock.json $(VENDOR)/kilo/
 	cd $(VENDOR)/kilo && $(NPM) ci --no-audit --no-fund --ignore-scripts --loglevel=error

@@ -47,6 +47,12 @@ def prepare_host(settings: Settings) -> None:
 def build_worker(settings: Settings, *, app_id: str | None = None) -> Worker:
     classifier = {c.id: c for c in load_classifier_cases()}
     decider = {c.id: c for c in load_decider_cases()}
+    if settings.worker_decider_cases:
+        wanted = {c.strip() for c in settings.worker_decider_cases.split(",") if c.strip()}
+        unknown = wanted - decider.keys()
+        if unknown:
+            raise ValueError(f"worker_decider_cases names unknown cases: {sorted(unknown)}")
+        decider = {k: v for k, v in decider.items() if k in wanted}
     executor = CaseExecutor(
         settings,
         classifier_cases=classifier,

@@ -318,5 +318,8 @@ def parse_mini_trajectory(raw: str | None) -> CliOutcome:
             transcript.append(f"  -> {_abbrev(content or '', 300)}")
     transcript.append(f"exit: {status}")
     submission = str(info.get("submission") or "") if status == "Submitted" else ""
-    error = None if status in ("Submitted", "LimitsExceeded") else status or "no exit status"
+    # A model that keeps answering without a tool call ends in RepeatedFormatError: that is
+    # mini-swe-agent's empty answer (retried once), not a CLI failure.
+    quiet = ("Submitted", "LimitsExceeded", "RepeatedFormatError")
+    error = None if status in quiet else status or "no exit status"
     return CliOutcome(submission.strip(), tool_calls, transcript, error, status == "LimitsExceeded")

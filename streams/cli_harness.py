@@ -50,6 +50,7 @@ class CliHarness:
         max_tokens: int = 2_000_000,
         redact: Iterable[str] = (),
         transcript_chars: int = 2000,
+        keep_state: bool = False,
     ) -> None:
         self.flavor = flavor
         self.proxy = proxy
@@ -57,6 +58,8 @@ class CliHarness:
         self.max_tokens = max_tokens
         self.secrets = tuple(s for s in redact if s)
         self.transcript_chars = transcript_chars
+        self.keep_state = keep_state
+        """Leave each run's CLI state in the container (diagnostics and the key-leak test)."""
 
     async def run_case(
         self,
@@ -136,6 +139,7 @@ class CliHarness:
             reset_ms=reset_ms,
             harness=self.flavor.name,
             cli_ms=cli_ms,
+            first_call_ms=max(meter.calls[0].at_ms - reset_ms, 0.0) if meter.calls else 0.0,
             proxy_calls=tuple(c.to_dict() for c in meter.calls),
             cli_runs=tuple(self._redacted_run(r) for r in runs),
         )
@@ -165,7 +169,7 @@ class CliHarness:
             "port": FORWARD_PORT,
             "socket": CONTAINER_SOCKET,
             "result": f"/tmp/agent-runs/{run_id}.result.json",
-            "cleanup": [run_dir],
+            "cleanup": [] if self.keep_state else [run_dir],
             "max_stdout": MAX_STDOUT,
         }
         encoded = base64.b64encode(json.dumps(spec).encode("utf-8")).decode("ascii")

@@ -224,6 +224,9 @@ class CaseExecutor:
                 tool_wall_ms=round(result.tool_wall_ms, 1),
                 reset_ms=round(result.reset_ms, 1),
                 cli_ms=round(result.cli_ms, 1) if result.harness != "builtin" else None,
+                cli_first_call_ms=(
+                    round(result.first_call_ms, 1) if result.harness != "builtin" else None
+                ),
                 container_start_ms=(
                     round(start_ms, 1) if isinstance(start_ms, int | float) else None
                 ),

@@ -67,6 +67,9 @@ class HarnessResult:
     harness: HarnessName = "builtin"
     cli_ms: float = 0.0
     """Agent CLIs: wall-clock of the CLI processes in the container (all attempts)."""
+    first_call_ms: float = 0.0
+    """Agent CLIs: from the case's start to the CLI's first model call (its start-up,
+    after the workspace reset)."""
     proxy_calls: tuple[dict[str, Any], ...] = ()
     """Agent CLIs: every call the model proxy saw (`ProxyCall.to_dict()`), in order."""
     cli_runs: tuple[dict[str, Any], ...] = ()

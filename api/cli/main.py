@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import datasets, demo, projections, runs, serve, services, sim, usage, whatif
+from api.cli import datasets, demo, harness, projections, runs, serve, services, sim, usage, whatif
 
 app = typer.Typer(
     name="provenroute",
@@ -17,6 +17,7 @@ app.command("worker")(runs.worker)
 app.add_typer(runs.config_app, name="config")
 app.add_typer(runs.run_app, name="run")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(harness.app, name="harness")
 app.command("sim-provider")(sim.sim_provider)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
