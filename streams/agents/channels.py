@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,3 +43,11 @@ class Channels:
 
     async def send_event(self, event: EventBase) -> None:
         await self.events.send(key=event_key(event).encode(), value=encode_event(event))
+
+    async def submit_event(self, event: EventBase) -> Awaitable[Any]:
+        """Hands `event` to the producer and returns its delivery: await that for the
+        broker's ack."""
+        delivery: Awaitable[Any] = await self.events.send(
+            key=event_key(event).encode(), value=encode_event(event)
+        )
+        return delivery

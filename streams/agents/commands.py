@@ -24,7 +24,7 @@ from contracts.command_decider import (
 from contracts.commands import Command
 from contracts.config import RunKind
 from contracts.envelope import EventBase
-from contracts.events import raw_excerpt
+from contracts.events import CommandAccepted, CommandRejected, raw_excerpt
 from contracts.jobs import CaseJob
 from streams import topics as specs
 from streams.agents.channels import Channels, json_schema
@@ -117,12 +117,24 @@ class CommandAgent:
         await self._send_decision(list(outcome.events), list(outcome.jobs))
 
     async def _send_decision(self, events: list[EventBase], jobs: list[CaseJob]) -> None:
-        for ev in events:
-            await self.channels.send_event(ev)
+        # The answer goes out last, once everything it answers for is delivered: whoever
+        # waits for a command's answer and then reads the log (the CLI, admin tooling, the
+        # e2e tests) finds every event and job the command caused, whatever their partition.
+        # Sent in the decision's order, the answer went first, and a reader seeing it could
+        # take the log's end before the config it accepted had landed.
+        answers = [e for e in events if isinstance(e, CommandAccepted | CommandRejected)]
+        effects = [e for e in events if not isinstance(e, CommandAccepted | CommandRejected)]
+        pending = [await self.channels.submit_event(e) for e in effects]
         for job in jobs:
-            await self.channels.case_jobs.send(
-                key=job.job_id.encode(), value=job.model_dump_json().encode()
+            pending.append(
+                await self.channels.case_jobs.send(
+                    key=job.job_id.encode(), value=job.model_dump_json().encode()
+                )
             )
+        for delivery in pending:
+            await delivery
+        for ev in answers:
+            await self.channels.send_event(ev)
 
     async def _safe_reject(
         self, cid: str | None, ctype: str | None, reason: str, raw: bytes, where: str
