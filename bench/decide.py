@@ -2,7 +2,7 @@
 simulated LLM classifier and through the in-process local classifier.
 
 Sets up its own topic prefix and schema on the local Kafka and PostgreSQL, publishes a
-routing table, starts the SIMULATED provider (in a thread, zero latency) and `provenroute
+routing table, starts the SIMULATED provider (a subprocess, latency scale 0) and `provenroute
 serve` (a subprocess, info logging to a file: the per-decision JSON line is part of the
 cost), then drives open-loop load from a separate load-generator process
 (`bench/decide_loadgen.py`). Latency is measured from each request's *scheduled* send time
@@ -26,7 +26,7 @@ figure other load on the host barely moves), the host's load average and the ser
 RSS; `--json` prints one JSON object of named figures instead (the table goes to stderr).
 
     .venv/bin/python -m bench.decide [--rates 500,1000,2000] [--seconds 5] [--step 500]
-        [--miss-rate 200] [--local-rate 500] [--json]
+        [--miss-rate 100] [--local-rate 200] [--json]
 """
 
 from __future__ import annotations
@@ -286,8 +286,8 @@ async def main() -> None:
     ap.add_argument("--conversations", type=int, default=200)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--step", type=float, default=500, help="Rate step up (0: no search).")
-    ap.add_argument("--miss-rate", type=float, default=200, help="Miss via the LLM (0: skip).")
-    ap.add_argument("--local-rate", type=float, default=500, help="Local miss (0: skip).")
+    ap.add_argument("--miss-rate", type=float, default=100, help="Miss via the LLM (0: skip).")
+    ap.add_argument("--local-rate", type=float, default=200, help="Local miss (0: skip).")
     ap.add_argument("--json", action="store_true", help="One JSON object of figures.")
     args = ap.parse_args()
     say: Callable[[str], None] = (
@@ -297,16 +297,14 @@ async def main() -> None:
     import httpx
     import psycopg
 
-    from infra.processes import ChildProcess, free_port, start_serve
+    from infra.processes import ChildProcess, start_serve, start_sim_provider
     from infra.settings import Settings, assume_dev
-    from simulator.server import create_app as create_sim
     from streams.kafka_admin import ensure_topics
     from tests.conftest import delete_topics_with_prefix
     from tests.integration.test_decide_support import (
         candidate,
         publish_and_project,
         routing_table,
-        serve_in_thread,
         table_published,
     )
 
@@ -329,48 +327,53 @@ async def main() -> None:
     await publish_and_project(settings, table_published(table))
 
     proc: ChildProcess | None = None
+    sim: ChildProcess | None = None
     figures: dict[str, Any] = {"load_average_before": _loadavg(), "cpus": os.cpu_count()}
+    logs = ROOT / "artifacts"
     try:
-        with serve_in_thread(create_sim(latency_scale=0.0), free_port()) as sim:
-            env = {
-                **os.environ,
-                "PROVENROUTE_TOPIC_PREFIX": prefix,
-                "PROVENROUTE_DB_SCHEMA": schema,
-                "PROVENROUTE_PROVIDER_BASE_URL": f"{sim}/v1",
-                "PROVENROUTE_INTERNAL_SECRET": SECRET,
-                "PROVENROUTE_DEFAULT_CLASSIFIER_MODEL": SIM_CLASSIFIER,
-                "PYTHONPATH": str(ROOT),
-            }
-            proc, url = start_serve(
-                ROOT, env, name="bench-decide-server", log_dir=ROOT / "artifacts"
-            )
-            port = int(url.rsplit(":", 1)[1])
-            headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
-            async with httpx.AsyncClient(base_url=url) as http:
-                for b in cached_bodies(args.conversations):  # one classifier call each
-                    r = await http.post("/decide", content=b, headers=headers)
-                    assert r.status_code == 200 and r.json()["model"], r.text
-            figures |= await cached_path(port, proc.pid, args, say)
-            if args.miss_rate > 0:
-                res = await miss_path(
-                    port, proc.pid, args, say, name="miss", rate=args.miss_rate,
-                    classifier=SIM_CLASSIFIER,
-                )  # fmt: skip
-                figures |= miss_figures("miss", res)
-            if args.local_rate > 0:
-                await set_override(settings, port, LOCAL)
-                res = await miss_path(
-                    port, proc.pid, args, say, name="local miss", rate=args.local_rate,
-                    classifier=LOCAL,
-                )  # fmt: skip
-                figures |= miss_figures("local_miss", res)
-            proc.sample()
-            figures["peak_rss_mb"] = round(proc.peak_rss_mb, 1)
-            figures["load_average_after"] = _loadavg()
-            say(f"decide service peak RSS: {proc.peak_rss_mb:.0f} MB")
+        # A process of its own: in a thread here it would share this process's GIL, and
+        # its queue under load would show as the classifier's time.
+        sim, sim_url = start_sim_provider(
+            ROOT, os.environ, latency_scale=0.0, name="bench-decide-sim", log_dir=logs
+        )
+        env = {
+            **os.environ,
+            "PROVENROUTE_TOPIC_PREFIX": prefix,
+            "PROVENROUTE_DB_SCHEMA": schema,
+            "PROVENROUTE_PROVIDER_BASE_URL": sim_url,
+            "PROVENROUTE_INTERNAL_SECRET": SECRET,
+            "PROVENROUTE_DEFAULT_CLASSIFIER_MODEL": SIM_CLASSIFIER,
+            "PYTHONPATH": str(ROOT),
+        }
+        proc, url = start_serve(ROOT, env, name="bench-decide-server", log_dir=logs)
+        port = int(url.rsplit(":", 1)[1])
+        headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(base_url=url) as http:
+            for b in cached_bodies(args.conversations):  # one classifier call each
+                r = await http.post("/decide", content=b, headers=headers)
+                assert r.status_code == 200 and r.json()["model"], r.text
+        figures |= await cached_path(port, proc.pid, args, say)
+        if args.miss_rate > 0:
+            res = await miss_path(
+                port, proc.pid, args, say, name="miss", rate=args.miss_rate,
+                classifier=SIM_CLASSIFIER,
+            )  # fmt: skip
+            figures |= miss_figures("miss", res)
+        if args.local_rate > 0:
+            await set_override(settings, port, LOCAL)
+            res = await miss_path(
+                port, proc.pid, args, say, name="local miss", rate=args.local_rate,
+                classifier=LOCAL,
+            )  # fmt: skip
+            figures |= miss_figures("local_miss", res)
+        proc.sample()
+        figures["peak_rss_mb"] = round(proc.peak_rss_mb, 1)
+        figures["load_average_after"] = _loadavg()
+        say(f"decide service peak RSS: {proc.peak_rss_mb:.0f} MB")
     finally:
-        if proc is not None:
-            proc.stop(timeout_s=15)
+        for child in (proc, sim):
+            if child is not None:
+                child.stop(timeout_s=15)
         with psycopg.connect(base.database_url, autocommit=True) as c:
             c.execute(f'drop schema if exists "{schema}" cascade')
         await delete_topics_with_prefix(base.kafka_bootstrap, prefix)
