@@ -75,6 +75,9 @@ class DecideResponse(BaseModel):
     called, or not reported (an attempt abandoned at the deadline may still be billed)."""
     classifierOutcome: Literal["ok", "fallback", "timeout", "error", "cached", "not_called"]
     """How the classifier call went; `timeout` and `error` were attempted (billable)."""
+    classifierLatencyMs: float | None = None
+    """Time this request's classifier call took, inside `latencyMs` (null when no call was
+    made): the rest of `latencyMs` is the service's own overhead."""
     classificationCached: bool
     tableVersion: str | None
     nullReason: NullReason | None

@@ -192,6 +192,7 @@ class DecideService:
             "classifierSource": None,
             "classifierCostUsd": None,
             "classifierOutcome": "not_called",
+            "classifierLatencyMs": None,
             "classificationCached": False,
             "tableVersion": None,
             "nullReason": None,
@@ -277,6 +278,7 @@ class DecideService:
         # Billed whatever came of it: an attempt abandoned at the deadline still counts as
         # attempted, at the cost the provider reported for what did answer (or unknown).
         answer["classifierCostUsd"] = call.cost_usd
+        answer["classifierLatencyMs"] = round(call.latency_ms, 3)
         if call.timed_out:
             self._observe_classifier("timeout", started)
             answer["classifierOutcome"] = "timeout"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,14 @@ class Channels:
     async def send_event(self, event: EventBase) -> None:
         """Buffered: returns once the producer holds it (ordered per run by the key)."""
         await self.events.send(key=event_key(event).encode(), value=encode_event(event))
+
+    async def submit_event(self, event: EventBase) -> Awaitable[Any]:
+        """Hands `event` to the producer and returns its delivery: await that for the
+        broker's ack."""
+        delivery: Awaitable[Any] = await self.events.send(
+            key=event_key(event).encode(), value=encode_event(event)
+        )
+        return delivery
 
     async def deliver_event(self, event: EventBase) -> None:
         """Returns once the broker has acknowledged the event (raises if it never does)."""

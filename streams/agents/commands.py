@@ -29,7 +29,7 @@ from contracts.command_decider import (
 from contracts.commands import Command, StartRun
 from contracts.config import RunKind
 from contracts.envelope import EventBase
-from contracts.events import raw_excerpt
+from contracts.events import CommandAccepted, CommandRejected, raw_excerpt
 from contracts.events.runs import MeasurementConditions
 from streams import topics as specs
 from streams.agents.channels import Channels, json_schema
@@ -125,7 +125,17 @@ class CommandAgent:
         await self._send_events(list(outcome.events))
 
     async def _send_events(self, events: list[EventBase]) -> None:
-        for ev in events:
+        # The answer goes out last, once everything it answers for is delivered: whoever
+        # waits for a command's answer and then reads the log (the CLI, admin tooling, the
+        # e2e tests) finds every event the command caused, whatever their partition. Sent
+        # in the decision's order, the answer went first, and a reader seeing it could take
+        # the log's end before the config it accepted had landed.
+        answers = [e for e in events if isinstance(e, CommandAccepted | CommandRejected)]
+        effects = [e for e in events if not isinstance(e, CommandAccepted | CommandRejected)]
+        pending = [await self.channels.submit_event(e) for e in effects]
+        for delivery in pending:
+            await delivery
+        for ev in answers:
             await self.channels.send_event(ev)
 
     async def _safe_reject(

@@ -65,6 +65,10 @@ def test_garbage_commands_are_rejected_and_the_next_valid_one_works(pipeline: Pi
         assert len(match) == 1, (reason, rejected)
         assert reason in match[0].reason, (reason, match[0].reason)
     assert [e.config for e in events if isinstance(e, BenchmarkConfigSaved)] == [valid]
+    # The answer is the last thing a command writes (here on the same partition as the
+    # config, so in log order): whoever has seen it finds what it answered for.
+    answered = [type(e) for e in events if getattr(e, "correlation_id", None) == cid]
+    assert answered == [BenchmarkConfigSaved, CommandAccepted], answered
 
     # The raw bytes of every malformed command went to the commands dead-letter topic.
     dead = pipeline.raw_topic("commands.dlq")
