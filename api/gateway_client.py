@@ -158,7 +158,7 @@ DEMO_CONVERSATIONS: tuple[tuple[str, list[dict[str, str]]], ...] = (
 
 async def demo_conversations(
     base_urls: str | Sequence[str], internal_secret: str, fallback_model: str
-) -> None:
+) -> list[Resolution]:
     """Send a few conversations (one of them twice: the second turn is sticky) and print
     each decision and the replica that gave it; with several replicas the turns go round
     robin over them, so a conversation anchored on one is served sticky by another."""
@@ -183,10 +183,12 @@ async def demo_conversations(
                 ],
             ),
         )
+        answers: list[Resolution] = []
         for i, (cid, messages) in enumerate(turns):
             if i:
                 await asyncio.sleep(0.5)  # the model's answer between two turns
             r = await clients[i % len(clients)].resolve(cid, messages)
+            answers.append(r)
             d = r.decision or {}
             print(
                 f"{cid:19} turn {sum(m['role'] == 'user' for m in messages)} "
@@ -195,6 +197,7 @@ async def demo_conversations(
                 f"sticky={d.get('sticky')} classifier={d.get('classifierModel')} "
                 f"cost=${d.get('classifierCostUsd')} {r.reason or ''} ({r.elapsed_ms:.0f} ms)"
             )
+        return answers
     finally:
         for c in clients:
             await c.aclose()

@@ -36,6 +36,11 @@ async def candidate_table(
             raise WhatIfError(f"no routing table {table!r} in the projection")
         return found
     assert run is not None
+    if run == "latest":  # the run behind the live table
+        live = await model.latest_routing_table()
+        if live is None:
+            raise WhatIfError("no routing table is published yet")
+        run = live.version
     built = await model.rebuild_table(
         run,
         min_accuracy=min_accuracy,

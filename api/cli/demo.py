@@ -20,6 +20,7 @@ import typer
 from api.cli.runs import console
 from api.cli.services import collect_health
 from api.gateway_client import demo_conversations
+from infra.clock import utc_now
 from infra.processes import (
     ChildFailed,
     child_env,
@@ -116,6 +117,7 @@ def demo(
         time.sleep(2)  # the projector follows the log; give it a moment to catch up
         step(cli("routing-table", "show"), env)
         console.rule("POST /decide through the gateway client")
+        served_since = utc_now()
         urls: list[str] = []
         with contextlib.ExitStack() as apis:
             for i in range(replicas):
@@ -140,5 +142,12 @@ def demo(
                     settings.gateway_fallback_model,
                 )
             )
+        console.rule("what-if: this demo's traffic under the lower-bound acceptance rule")
+        step(
+            cli(
+                "whatif", "--since", served_since, "--run", "latest", "--acceptance", "lower_bound"
+            ),
+            env,
+        )
     console.rule("[bold]done[/]")
     console.print("Run `make demo` again: every model is carried, so the runs publish at once.")

@@ -55,7 +55,8 @@ def whatif_cmd(
         typer.Option(help="Candidate: a published table (version, 'latest', or a moment)."),
     ] = None,
     run: Annotated[
-        str | None, typer.Option(help="Candidate: rebuilt from this decider run's summaries.")
+        str | None,
+        typer.Option(help="Candidate: rebuilt from this decider run's summaries (or 'latest')."),
     ] = None,
     min_accuracy: Annotated[
         float | None,

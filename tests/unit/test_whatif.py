@@ -7,7 +7,7 @@ hand; the expected figures below were computed on paper from the rule in contrac
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.routing_table import RoutingCandidate, RoutingTable
@@ -149,6 +149,7 @@ def test_unknown_served_table_is_unpriced() -> None:
     assert total.whatif.priced == 1
 
 
+@settings(deadline=None)  # a loaded CI machine must not make a correct run fail
 @given(
     st.lists(
         st.tuples(
