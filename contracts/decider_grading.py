@@ -316,6 +316,12 @@ def grade_post_check(run: PostCheckRun) -> CheckResult:
     )
 
 
+def needs_post_check(case: DeciderCase, answer: str) -> bool:
+    """Whether the case's post-check has to run: it has one and the answer passes (a failing
+    answer fails the case whatever the workspace holds, so the container time is saved)."""
+    return case.post_check is not None and run_check(case.check, answer).passed
+
+
 def grade_decider_case(case: DeciderCase, answer: str, post: PostCheckRun | None) -> CheckResult:
     """Grade a decider case: its answer, and its workspace when it has a post-check.
 
@@ -324,11 +330,12 @@ def grade_decider_case(case: DeciderCase, answer: str, post: PostCheckRun | None
     said = run_check(case.check, answer)
     if case.post_check is None:
         return said
-    done = (
-        grade_post_check(post)
-        if post is not None
-        else CheckResult(passed=False, detail="post-check did not run")
-    )
+    if post is not None:
+        done = grade_post_check(post)
+    elif not said.passed:
+        done = CheckResult(passed=False, detail="not checked (the answer fails)")
+    else:
+        done = CheckResult(passed=False, detail="post-check did not run")
     return CheckResult(
         passed=said.passed and done.passed, detail=f"answer: {said.detail}; work: {done.detail}"
     )

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from contracts.cases import ClassifierCase, DeciderCase
 from contracts.classifier_grading import grade_classification
 from contracts.classifier_prompt import classify_output
-from contracts.decider_grading import grade_decider_case, grade_post_check
+from contracts.decider_grading import grade_decider_case, grade_post_check, needs_post_check
 from contracts.events import CaseGraded
 from contracts.events.cases import ANSWER_EXCERPT_MAX, DIAGNOSTIC_VALUE_MAX
 from contracts.ids import case_result_id
@@ -180,7 +180,11 @@ class CaseExecutor:
             )
             # Tasks that change files are graded on the workspace too: the hidden
             # post-check runs in this container now that the agent has finished.
-            post = await run_post_check(sandbox, case) if case.post_check is not None else None
+            post = (
+                await run_post_check(sandbox, case)
+                if needs_post_check(case, result.answer)
+                else None
+            )
             await emit(self._graded(job, case, result, post, start_ms, t_job))
 
     def _graded(

@@ -135,3 +135,13 @@ def test_the_agent_never_sees_the_post_check() -> None:
     # only after the agent's last command does the post-check reach the sandbox
     post_at = next(i for i, c in enumerate(box.commands) if POST_CHECK.script in c)
     assert post_at == len(box.commands) - 1
+
+
+def test_a_wrong_answer_fails_without_spending_a_post_check() -> None:
+    event, _, box = _graded(
+        [Reply(None, [Call("c1", "run_shell", {"command": DOES_THE_WORK})]), Reply("7")]
+    )
+    assert event.score == 0.0
+    assert "work: not checked (the answer fails)" in event.diagnostics["check"]
+    assert "post_check" not in event.diagnostics
+    assert not any(POST_CHECK.script in c for c in box.commands)

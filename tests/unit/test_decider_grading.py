@@ -23,6 +23,7 @@ from contracts.decider_grading import (
     grade_post_check,
     json_structurally_equal,
     last_non_empty_line,
+    needs_post_check,
     normalize_exact,
     post_check_command,
     run_check,
@@ -385,3 +386,11 @@ def test_invalid_post_checks_are_refused(update: dict[str, object], message: str
     data = {**sum_numbers_case().model_dump(), **update}
     with pytest.raises(ValueError, match=message):
         DeciderCase.model_validate(data)
+
+
+def test_the_post_check_is_needed_only_when_the_answer_passes() -> None:
+    case = _case_with_post_check()
+    assert needs_post_check(case, "6") and not needs_post_check(case, "7")
+    assert not needs_post_check(sum_numbers_case(), "6")  # no post-check at all
+    detail = grade_decider_case(case, "7", None).detail
+    assert "work: not checked (the answer fails)" in detail
