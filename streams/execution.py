@@ -26,6 +26,7 @@ from streams.cli_job import CliSandboxFactory, cli_job, settings_secrets
 from streams.docker_sandbox import DockerSandbox
 from streams.harness import BuiltinHarness, Harness, HarnessResult
 from streams.sandbox import Sandbox
+from streams.sandbox_pool import SandboxPool
 
 log = logging.getLogger("provenroute.execution")
 
@@ -54,9 +55,12 @@ class CaseExecutor:
         self.settings = settings
         self.classifier_cases = classifier_cases
         self.decider_cases = decider_cases
-        self.sandbox_factory = sandbox_factory or (
-            lambda key: DockerSandbox(key, image=settings.docker_image)
+        # Warm containers for the next jobs, at most one spare per job slot.
+        self.pool = SandboxPool(
+            lambda key: DockerSandbox(key, image=settings.docker_image),
+            spare=settings.worker_job_slots,
         )
+        self.sandbox_factory = sandbox_factory or self.pool.sandbox
         secrets = settings_secrets(settings)
         self.cli_sandbox_factory = cli_sandbox_factory
         self.harness_factory = harness_factory or (
@@ -79,6 +83,7 @@ class CaseExecutor:
         return self._providers[credential]
 
     async def aclose(self) -> None:
+        await self.pool.aclose()
         for p in self._providers.values():
             await p.aclose()
 
