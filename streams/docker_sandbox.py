@@ -298,8 +298,9 @@ class DockerSandbox(ManagedSandbox):
         client = self._client_blocking()
         serve = ["serve", "--max-lifetime", str(int(self.max_lifetime_s))]
         kwargs: dict[str, Any] = dict(
-            # -I -S: no environment or site packages of the image decide how the runner runs
-            command=["python3", "-I", "-S", RUNNER, *serve],
+            # -E -s -S: no environment or site packages of the image decide how the runner
+            # runs (not -I: it would drop the script's directory, where runner_exec.py is)
+            command=["python3", "-E", "-s", "-S", RUNNER, *serve],
             name=self.name,
             labels={**self.labels, LABEL_CREATED: str(int(time.time()))},
             network_mode="none",

@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -21,11 +22,13 @@ import pytest
 import pytest_asyncio
 
 from streams.docker_sandbox import (
+    DEFAULT_BASE_IMAGE,
     DEFAULT_IMAGE,
     DockerSandbox,
     close_all_sandboxes,
     container_name,
     ensure_image,
+    image_input_hash,
 )
 from streams.janitor import (
     LABEL_JOB,
@@ -118,6 +121,17 @@ async def test_container_shape_and_basic_operations(
 
     r = await sandbox.exec("touch /opt/provenroute/runner.py || echo denied", 10)
     assert "denied" in r.stdout
+
+
+def test_make_and_ensure_image_agree_on_the_image_hash(client: Any) -> None:
+    """`make image` and `ensure_image` hash the same inputs: neither rebuilds what the other
+    just built, and a change to any input is seen by both."""
+    base_id = client.images.get(DEFAULT_BASE_IMAGE).id
+    root = Path(__file__).resolve().parents[2]
+    made = subprocess.run(
+        ["make", "-s", "image-hash"], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert made.stdout.strip() == image_input_hash(base_id)
 
 
 def test_container_names_are_sanitised_and_distinct() -> None:
