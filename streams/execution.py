@@ -37,6 +37,10 @@ def _diag(**facts: object) -> dict[str, str]:
     return {k: str(v)[:DIAGNOSTIC_VALUE_MAX] for k, v in facts.items() if v is not None}
 
 
+def _ms(value: object) -> float | None:
+    return round(value, 1) if isinstance(value, int | float) else None
+
+
 class CaseExecutor:
     """The worker's JobExecutor. Provider clients are made per credential and reused."""
 
@@ -173,8 +177,10 @@ class CaseExecutor:
     ) -> None:
         """Cases run serially in the job's (started) container: each gets a clean workspace."""
         # Per-job diagnostics repeated on each of its cases (the benchmark dedupes them by
-        # job id): container create + start + warm-up.
+        # job id): what the job waited for its container (a warm pool claim), and what that
+        # container's create + start + warm-up took.
         start_ms = getattr(sandbox, "start_ms", None)
+        starts = (start_ms, getattr(sandbox, "cold_start_ms", start_ms))
         for case in cases:
             result = await harness.run_case(
                 case,
@@ -186,7 +192,7 @@ class CaseExecutor:
             # Tasks that change files are graded on the workspace too: the hidden
             # post-check runs in this container now that the agent has finished.
             post = await run_post_check(sandbox, case) if case.post_check is not None else None
-            await emit(self._graded(job, case, result, post, start_ms, t_job))
+            await emit(self._graded(job, case, result, post, starts, t_job))
 
     def _graded(
         self,
@@ -194,7 +200,7 @@ class CaseExecutor:
         case: DeciderCase,
         result: HarnessResult,
         post: PostCheckRun | None,
-        start_ms: object,
+        starts: tuple[object, object],
         t_job: float,
     ) -> CaseGraded:
         check = grade_decider_case(case, result.answer, post) if result.answer else None
@@ -232,9 +238,8 @@ class CaseExecutor:
                 cli_first_call_ms=(
                     round(result.first_call_ms, 1) if result.harness != "builtin" else None
                 ),
-                container_start_ms=(
-                    round(start_ms, 1) if isinstance(start_ms, int | float) else None
-                ),
+                container_start_ms=_ms(starts[0]),
+                container_cold_start_ms=_ms(starts[1]),
                 job_elapsed_ms=round((time.perf_counter() - t_job) * 1000.0, 1),
             ),
             job_id=job.job_id,
