@@ -21,11 +21,8 @@ A request is `{"id": N, "op": OP, ...}`; its response carries the same `id` and 
 
 Requests run one at a time, in order, on one worker thread (a reset is never overtaken by the
 exec after it); `cancel` is handled by the reading thread at once, so it reaches a running
-exec. `exec` runs the command with bash in the workspace as the leader of its own process
-group; on timeout the whole group is SIGKILLed. Output is read with a poll loop; when a stray
-process (one that escaped the group, or a background child still holding the pipes after the
-leader exited) keeps them open, the runner stops waiting after a grace period and answers
-anyway, so a case can never hang on a pipe.
+exec. How a command runs (process group, timeout, output caps, stray pipe holders) is in
+`runner_exec.py`, copied next to this file in the image.
 """
 
 from __future__ import annotations
@@ -34,7 +31,6 @@ import contextlib
 import json
 import os
 import queue
-import selectors
 import shutil
 import signal
 import subprocess
@@ -42,25 +38,14 @@ import sys
 import threading
 import time
 
-WORKSPACE = os.environ.get("PROVENROUTE_WORKSPACE", "/workspace")
-DEFAULT_MAX_OUTPUT = 64 * 1024
-"""Bytes kept per stream (head and tail halves); the rest is counted and dropped."""
-DEFAULT_GRACE_S = 2.0
+try:  # the repository (tests, type checks)
+    from container.runner_exec import EXEC_ENV, WORKSPACE, Commands
+except ImportError:  # the image: a script next to its sibling (python3 -E -s -S runner.py)
+    from runner_exec import EXEC_ENV, WORKSPACE, Commands  # type: ignore[no-redef]
+
 DEFAULT_MAX_LIFETIME_S = 4 * 3600.0
 """A container whose worker vanished stops itself after this long (EOF is faster)."""
 MAX_FRAME = 256 * 1024 * 1024
-TICK_S = 0.02
-"""How often a running exec checks its leader and deadline while its pipes stay open."""
-# A stable, minimal environment: the container has no secrets, and commands must not
-# depend on whatever the runner itself inherited. A request may add variables on top.
-EXEC_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": os.environ.get("HOME", "/tmp"),
-    "LANG": "C.UTF-8",
-    "LC_ALL": "C.UTF-8",
-    "TERM": "dumb",
-    "PYTHONDONTWRITEBYTECODE": "1",
-}
 
 
 # ------------------------------------------------------------------------------- workspace
@@ -190,214 +175,16 @@ def op_warmup(_req: dict) -> dict:
     }
 
 
-# ------------------------------------------------------------------------------------ exec
-
-
-class _Capture:
-    """Keeps the first and last `limit // 2` bytes of a stream and counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.half = max(limit // 2, 1)
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        room = self.half - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if chunk:
-            self.tail += chunk
-            if len(self.tail) > self.half:
-                del self.tail[: len(self.tail) - self.half]
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > len(self.head) + len(self.tail)
-
-    def text(self) -> str:
-        if not self.truncated:
-            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", errors="replace")
-        dropped = self.total - len(self.head) - len(self.tail)
-        return (
-            bytes(self.head).decode("utf-8", errors="replace")
-            + f"\n[... {dropped} bytes truncated ...]\n"
-            + bytes(self.tail).decode("utf-8", errors="replace")
-        )
-
-
-def _killpg(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-_running: dict = {}
-"""Request id -> pid (= process group) of the exec running for it."""
-_cancelled: set = set()
-_state_lock = threading.Lock()
-
-
-def op_exec(req: dict) -> dict:
-    command = req.get("cmd")
-    if not isinstance(command, str):
-        raise ValueError("exec needs a cmd string")
-    env = dict(EXEC_ENV)
-    extra = req.get("env") or {}
-    if not isinstance(extra, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
-    ):
-        raise ValueError("env must map names to strings")
-    env.update(extra)
-    stdin = req.get("stdin")
-    if stdin is not None and not isinstance(stdin, str):
-        raise ValueError("stdin must be text")
-    return run_command(
-        req.get("id"),
-        command,
-        float(req.get("timeout_s", 60.0)),
-        float(req.get("grace_s", DEFAULT_GRACE_S)),
-        int(req.get("max_output", DEFAULT_MAX_OUTPUT)),
-        env,
-        None if stdin is None else stdin.encode("utf-8"),
-    )
-
-
-def run_command(
-    rid: object,
-    command: str,
-    timeout_s: float,
-    grace_s: float,
-    max_output: int,
-    env: dict,
-    stdin: bytes | None,
-) -> dict:
-    start = time.monotonic()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    in_r, in_w = os.pipe() if stdin else (None, None)
-    try:
-        proc = subprocess.Popen(
-            ["/bin/bash", "-c", command],
-            cwd=WORKSPACE,
-            stdin=in_r if in_r is not None else subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            env=env,
-            start_new_session=True,  # leader of its own session and process group
-            close_fds=True,
-        )
-    except OSError as e:  # e.g. EAGAIN: no pid left under the limit
-        for fd in (out_r, out_w, err_r, err_w, in_r, in_w):
-            if fd is not None:
-                os.close(fd)
-        return {
-            "exit_code": 126,
-            "timed_out": False,
-            "stdout": "",
-            "stderr": f"runner: could not start the command: {e}\n",
-            "truncated": False,
-            "pipes_held": False,
-            "duration_ms": (time.monotonic() - start) * 1000.0,
-        }
-    for fd in (out_w, err_w, in_r):
-        if fd is not None:
-            os.close(fd)
-    with _state_lock:
-        _running[rid] = proc.pid
-        cancelled = rid in _cancelled
-    if cancelled:
-        _killpg(proc.pid)
-
-    out_cap, err_cap = _Capture(max_output), _Capture(max_output)
-    caps = {out_r: out_cap, err_r: err_cap}
-    sel = selectors.DefaultSelector()
-    for fd in caps:
-        sel.register(fd, selectors.EVENT_READ)
-    pending = memoryview(stdin or b"")
-    if in_w is not None:
-        os.set_blocking(in_w, False)
-        sel.register(in_w, selectors.EVENT_WRITE)
-    deadline = start + max(timeout_s, 0.0)
-    timed_out = pipes_held = False
-    leader_gone_at: float | None = None
-    # The leader may exit while strays keep the pipes open: give them a grace period after
-    # it, then kill what is left of the group and stop waiting regardless (the backstop).
-    while caps:
-        now = time.monotonic()
-        if leader_gone_at is None and proc.poll() is not None:
-            leader_gone_at = now
-        if leader_gone_at is None and now >= deadline:
-            timed_out = True
-            _killpg(proc.pid)
-            proc.wait()
-            leader_gone_at = time.monotonic()
-            continue
-        if leader_gone_at is not None and now >= leader_gone_at + grace_s:
-            pipes_held = True
-            _killpg(proc.pid)
-            break
-        limit = deadline if leader_gone_at is None else leader_gone_at + grace_s
-        for key, _mask in sel.select(timeout=min(max(limit - now, 0.0), TICK_S)):
-            fd = key.fd
-            if fd == in_w:
-                try:
-                    pending = pending[os.write(fd, pending[:65536]) :]
-                except OSError:  # the command closed its stdin: drop the rest
-                    pending = pending[:0]
-                if not pending:
-                    sel.unregister(fd)
-                    os.close(fd)
-                    in_w = None
-                continue
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if chunk:
-                caps[fd].feed(chunk)
-            else:  # EOF: every holder of the pipe's write end is gone
-                sel.unregister(fd)
-                os.close(fd)
-                del caps[fd]
-    sel.close()
-    for fd in [*caps, in_w]:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    if proc.returncode is None:
-        proc.wait()
-    with _state_lock:
-        _running.pop(rid, None)
-        was_cancelled = rid in _cancelled
-        _cancelled.discard(rid)
-    code = proc.returncode
-    if code is not None and code < 0:
-        code = 128 - code  # killed by a signal: report it the way a shell does
-    return {
-        "exit_code": None if timed_out else code,
-        "timed_out": timed_out,
-        "cancelled": was_cancelled,
-        "stdout": out_cap.text(),
-        "stderr": err_cap.text(),
-        "truncated": out_cap.truncated or err_cap.truncated,
-        "pipes_held": pipes_held,
-        "duration_ms": (time.monotonic() - start) * 1000.0,
-    }
-
-
-def op_cancel(target: object) -> None:
-    with _state_lock:
-        _cancelled.add(target)
-        pid = _running.get(target)
-    if pid is not None:
-        _killpg(pid)
-
-
 # ---------------------------------------------------------------------------------- server
 
-OPS = {"warmup": op_warmup, "exec": op_exec, "write": op_write, "read": op_read, "reset": op_reset}
+_commands = Commands()
+OPS = {
+    "warmup": op_warmup,
+    "exec": _commands.exec,
+    "write": op_write,
+    "read": op_read,
+    "reset": op_reset,
+}
 _out_lock = threading.Lock()
 
 
@@ -421,19 +208,17 @@ def _read_exact(n: int) -> bytes | None:
 
 def _handle(req: dict) -> None:
     rid = req.get("id")
-    with _state_lock:
-        skip = rid in _cancelled
-    if skip:  # cancelled while queued: the worker no longer waits for it
-        with _state_lock:
-            _cancelled.discard(rid)
-        return
     op = OPS.get(req.get("op"))  # type: ignore[arg-type]
     try:
+        if _commands.skip(rid):  # cancelled while queued: the worker no longer waits for it
+            return
         if op is None:
             raise ValueError(f"unknown op {req.get('op')!r}; one of {sorted(OPS)}")
         out = op(req)
     except Exception as e:  # always answer
         out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    finally:
+        _commands.done(rid)
     out.setdefault("ok", True)
     out["id"] = rid
     _send(out)
@@ -463,13 +248,11 @@ def serve() -> int:
             _send({"id": None, "ok": False, "error": f"bad request: {e}"})
             continue
         if req.get("op") == "cancel":
-            op_cancel(req.get("target"))
+            _commands.cancel(req.get("target"))
         else:
+            _commands.queued(req.get("id"))
             requests.put(req)
-    with _state_lock:
-        pids = list(_running.values())
-    for pid in pids:
-        _killpg(pid)
+    _commands.kill_all()
     return 0
 
 

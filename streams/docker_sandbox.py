@@ -167,15 +167,17 @@ class DockerSandbox(ManagedSandbox):
             if self._start_task is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(self._start_task)
-            # Closing the stream alone ends the runner (EOF) and so the container; the
-            # removal below does not rely on it.
-            if self._channel is not None:
-                await self._channel.close()
-            if self._attached is not None:
-                self._attached.close()
-                self._attached = None
-            # Removal in a thread completes even if this task is cancelled again meanwhile.
-            await asyncio.shield(asyncio.to_thread(self._remove_blocking))
+            try:
+                # Removal in a thread completes even if this task is cancelled meanwhile.
+                await asyncio.shield(asyncio.to_thread(self._remove_blocking))
+            finally:
+                # After the removal, so the runner's own exit (EOF) does not race it; were
+                # the removal to fail, the closed stream alone still ends the container.
+                if self._channel is not None:
+                    await self._channel.close()
+                if self._attached is not None:
+                    self._attached.close()
+                    self._attached = None
         finally:
             _LIVE.discard(self)
 
@@ -296,8 +298,9 @@ class DockerSandbox(ManagedSandbox):
         client = self._client_blocking()
         serve = ["serve", "--max-lifetime", str(int(self.max_lifetime_s))]
         kwargs: dict[str, Any] = dict(
-            # -I -S: no environment or site packages of the image decide how the runner runs
-            command=["python3", "-I", "-S", RUNNER, *serve],
+            # -E -s -S: no environment or site packages of the image decide how the runner
+            # runs (not -I: it would drop the script's directory, where runner_exec.py is)
+            command=["python3", "-E", "-s", "-S", RUNNER, *serve],
             name=self.name,
             labels={**self.labels, LABEL_CREATED: str(int(time.time()))},
             network_mode="none",
@@ -396,8 +399,10 @@ class DockerSandbox(ManagedSandbox):
                 except NotFound:
                     pass
                 except APIError as e:
-                    if not _is_conflict(e):  # 409: auto-removal already in progress
+                    if not _is_conflict(e):
                         log.warning("could not remove %s: %s", self.name, e.explanation)
+                    else:  # 409: auto-removal (the runner ended) in progress: see it through
+                        _wait_gone(container)
         finally:
             if self._own_client and self._client is not None:
                 with contextlib.suppress(Exception):
@@ -420,6 +425,18 @@ class DockerSandbox(ManagedSandbox):
         ):
             return c
         return None
+
+
+def _wait_gone(container: Any, deadline_s: float = 10.0) -> None:
+    from docker.errors import NotFound
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            container.reload()
+        except NotFound:
+            return
+        time.sleep(0.05)
 
 
 def _checked(files: Mapping[str, str]) -> dict[str, str]:

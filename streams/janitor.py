@@ -90,8 +90,11 @@ def remove_stale_containers(
     removed: list[str] = []
     from docker.errors import APIError, NotFound
 
-    for c in client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
-        labels = c.labels or {}
+    # The summary listing, not `containers.list()`: that inspects each container after
+    # listing it, and one that removes itself meanwhile (auto-remove) would fail the sweep.
+    for c in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+        labels = c.get("Labels") or {}
+        name = (c.get("Names") or [c["Id"]])[0].lstrip("/")
         worker = labels.get(LABEL_WORKER)
         stale = worker_is_dead(worker, live)
         if not stale and max_age_s is not None:
@@ -102,12 +105,12 @@ def remove_stale_containers(
         if not stale:
             continue
         try:
-            c.remove(force=True, v=True)
-            removed.append(c.name)
-            log.info("janitor removed container %s of worker %s", c.name, worker)
+            client.api.remove_container(c["Id"], force=True, v=True)
+            removed.append(name)
+            log.info("janitor removed container %s of worker %s", name, worker)
         except NotFound:
             pass
         except APIError as e:
             if e.status_code != 409:  # 409: removal already in progress
-                log.warning("janitor could not remove %s: %s", c.name, e.explanation)
+                log.warning("janitor could not remove %s: %s", name, e.explanation)
     return removed

@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -21,11 +22,13 @@ import pytest
 import pytest_asyncio
 
 from streams.docker_sandbox import (
+    DEFAULT_BASE_IMAGE,
     DEFAULT_IMAGE,
     DockerSandbox,
     close_all_sandboxes,
     container_name,
     ensure_image,
+    image_input_hash,
 )
 from streams.janitor import (
     LABEL_JOB,
@@ -35,10 +38,9 @@ from streams.janitor import (
     worker_is_dead,
 )
 from streams.sandbox import Sandbox, SandboxError
+from tests.integration.docker_support import TEST_LABEL, ours
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-TEST_LABEL = "provenroute.test"
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +55,6 @@ def client() -> Iterator[Any]:
 @pytest.fixture
 def run_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def ours(client: Any, run_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={run_id}"})
 
 
 # The test's own loop: a sandbox's stream to its runner belongs to the loop that started it.
@@ -123,6 +121,17 @@ async def test_container_shape_and_basic_operations(
 
     r = await sandbox.exec("touch /opt/provenroute/runner.py || echo denied", 10)
     assert "denied" in r.stdout
+
+
+def test_make_and_ensure_image_agree_on_the_image_hash(client: Any) -> None:
+    """`make image` and `ensure_image` hash the same inputs: neither rebuilds what the other
+    just built, and a change to any input is seen by both."""
+    base_id = client.images.get(DEFAULT_BASE_IMAGE).id
+    root = Path(__file__).resolve().parents[2]
+    made = subprocess.run(
+        ["make", "-s", "image-hash"], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert made.stdout.strip() == image_input_hash(base_id)
 
 
 def test_container_names_are_sanitised_and_distinct() -> None:
@@ -335,9 +344,15 @@ async def test_janitor_removes_containers_of_dead_workers_only(client: Any, run_
     await orphan.start()
     await live.start()
     await remote.start()
+    names = {orphan.name, live.name, remote.name}
+
+    def sweep(*live_ids: str) -> list[str]:
+        # The host is shared: the sweep may also take other dead workers' leftovers.
+        removed = remove_stale_containers(client, list(live_ids) if live_ids else None)
+        return [n for n in removed if n in names]
+
     try:
-        removed = await asyncio.to_thread(remove_stale_containers, client)
-        assert removed == [orphan.name]
+        assert await asyncio.to_thread(sweep) == [orphan.name]
         assert sorted(c.name for c in ours(client, run_id)) == sorted([live.name, remote.name])
         # the same job from a worker that is not the live owner: refused, nothing removed
         retry = DockerSandbox(
@@ -352,10 +367,8 @@ async def test_janitor_removes_containers_of_dead_workers_only(client: Any, run_
         assert len(ours(client, run_id)) == 2
         # workers of other hosts: dead only when an explicit live set (from the cluster)
         # leaves them out; a live local pid always wins
-        removed = await asyncio.to_thread(remove_stale_containers, client, ["other-host:1"])
-        assert removed == []
-        removed = await asyncio.to_thread(remove_stale_containers, client, ["other-host:2"])
-        assert removed == [remote.name]
+        assert await asyncio.to_thread(sweep, "other-host:1") == []
+        assert await asyncio.to_thread(sweep, "other-host:2") == [remote.name]
     finally:
         await orphan.close()
         await live.close()
