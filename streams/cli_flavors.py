@@ -134,7 +134,7 @@ def kilo_config(port: int) -> dict[str, Any]:
 @dataclass(frozen=True)
 class KiloFlavor:
     name: Literal["kilo"] = "kilo"
-    startup_allowance_s: float = 90.0
+    startup_allowance_s: float = 180.0
     binary: str = KILO_BIN
 
     def spec(
@@ -252,7 +252,7 @@ def mini_config(port: int, step_limit: int) -> dict[str, Any]:
 @dataclass(frozen=True)
 class MiniSweAgentFlavor:
     name: Literal["mini-swe-agent"] = "mini-swe-agent"
-    startup_allowance_s: float = 90.0
+    startup_allowance_s: float = 180.0
     binary: str = MINI_BIN
     step_limit: int = 12
 
