@@ -32,6 +32,7 @@ def serve(
 
     from api.app import create_app
     from api.decide.service import JsonLinesHandler
+    from api.http_protocol import OneWriteHttpToolsProtocol
     from infra.settings import Settings
 
     settings = Settings()
@@ -56,7 +57,7 @@ def serve(
         host=host,
         port=settings.api_port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
         log_level=log_level,
         access_log=access_log,
         server_header=False,
