@@ -23,6 +23,7 @@ log = logging.getLogger("provenroute.decide.emitter")
 
 MAX_ATTEMPTS: Final = 3
 BATCH: Final = 1000
+YIELD_EVERY: Final = 16
 
 Value = bytes | Callable[[], bytes]
 """The payload, or a function building it (run off the hot path, in the drain task)."""
@@ -60,7 +61,11 @@ class Emitter:
             bootstrap_servers=self.bootstrap,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            # Decision events are for billing and analysis, not for anyone waiting: a 50 ms
+            # linger batches ~50 of them per produce request at 1,000 req/s. At 5 ms the
+            # produce sends were 14 % of a cached /decide's CPU (py-spy).
+            linger_ms=50,
+            max_batch_size=256 * 1024,
             request_timeout_ms=10_000,
         )
 
@@ -144,12 +149,16 @@ class Emitter:
 
     async def _deliver(self, producer: AIOKafkaProducer, batch: list[_Pending]) -> None:
         sent: list[tuple[_Pending, asyncio.Future[object]]] = []
-        for item in batch:
+        for n, item in enumerate(batch, 1):
             try:
                 value = item.value() if callable(item.value) else item.value
                 sent.append((item, await producer.send(item.topic, value, key=item.key)))
             except Exception as e:
                 self._failed(item, e)
+            if n % YIELD_EVERY == 0:
+                # Values are built and handed over on the loop without a pause: let waiting
+                # requests in between, or a batch of hundreds stalls /decide for milliseconds.
+                await asyncio.sleep(0)
         for item, fut in sent:
             try:
                 await fut
