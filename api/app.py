@@ -6,7 +6,7 @@ emitter) with a bounded start-up, and stops it on shutdown. Nothing happens at i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -144,13 +144,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
-    """The API app. `runtime` may be injected (tests); by default it is built from settings."""
+def create_app(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The API app. `runtime` may be injected (tests); by default it is built from settings.
+    `on_started` runs once the runtime has started, before the first request is served."""
     rt = runtime or Runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await rt.start()
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from typing import Annotated
 
 import typer
+
+
+def _freeze_heap() -> None:
+    """Move everything built at start-up (modules, the app, clients: ~115k tracked objects)
+    out of the cyclic collector's reach. Without it, each full collection walks all of them,
+    one measured 49 ms on the shared 2-core machine: a stall that alone sets the p99 of
+    /decide at 1,000 req/s. Requests leave little behind, so later collections stay small."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve(
@@ -22,6 +32,7 @@ def serve(
 
     from api.app import create_app
     from api.decide.service import JsonLinesHandler
+    from api.http_protocol import OneWriteHttpToolsProtocol
     from infra.settings import Settings
 
     settings = Settings()
@@ -42,11 +53,11 @@ def serve(
     for name in ("faust", "mode", "aiokafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, on_started=_freeze_heap),
         host=host,
         port=settings.api_port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
         log_level=log_level,
         access_log=access_log,
         server_header=False,

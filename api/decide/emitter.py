@@ -34,6 +34,7 @@ SPOOL_CHECK_S: Final = 1.0
 """How often the drain task looks for spooled messages to send again, while Kafka takes
 messages; after a failure it waits `SPOOL_RETRY_S` before trying the spool again."""
 SPOOL_RETRY_S: Final = 15.0
+YIELD_EVERY: Final = 16
 
 Value = bytes | Callable[[], bytes]
 """The payload, or a function building it (run off the hot path, in the drain task)."""
@@ -75,7 +76,11 @@ class Emitter:
             bootstrap_servers=self.bootstrap,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            # Decision events are for billing and analysis, not for anyone waiting: a 50 ms
+            # linger batches ~50 of them per produce request at 1,000 req/s. At 5 ms the
+            # produce sends were 14 % of a cached /decide's CPU (py-spy).
+            linger_ms=50,
+            max_batch_size=256 * 1024,
             request_timeout_ms=10_000,
         )
 
@@ -232,13 +237,17 @@ class Emitter:
 
     async def _deliver(self, producer: AIOKafkaProducer, batch: list[_Pending]) -> None:
         sent: list[tuple[_Pending, asyncio.Future[object]]] = []
-        for item in batch:
+        for n, item in enumerate(batch, 1):
             try:
                 if callable(item.value):
                     item.value = item.value()  # built once, whatever the retries
                 sent.append((item, await producer.send(item.topic, item.value, key=item.key)))
             except Exception as e:
                 self._failed(item, e)
+            if n % YIELD_EVERY == 0:
+                # Values are built and handed over on the loop without a pause: let waiting
+                # requests in between, or a batch of hundreds stalls /decide for milliseconds.
+                await asyncio.sleep(0)
         for item, fut in sent:
             try:
                 await fut

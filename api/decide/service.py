@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -26,6 +25,7 @@ from api.decide.classifier import (
     resolve_classifier_model,
 )
 from api.decide.emitter import Emitter
+from api.decide.ids import new_decision_id
 from api.decide.live import LiveRouting
 from api.decide.metrics import DecideMetrics
 from api.decide.session_record import (
@@ -128,6 +128,10 @@ def _direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
     return None
 
 
+DUMPED_ENTRIES = 2_000
+"""Cached classifications kept dumped for answers (the hottest conversations')."""
+
+
 @dataclass(frozen=True, slots=True)
 class DecideConfig:
     budget_s: float
@@ -164,6 +168,7 @@ class DecideService:
         }
         self._decided: dict[tuple[str, str, bool], Any] = {}
         self._nulls: dict[str, Any] = {}
+        self._dumped: dict[int, tuple[Classification, dict[str, Any]]] = {}
 
     def classifier(self) -> ResolvedClassifier:
         live = self.live
@@ -181,7 +186,7 @@ class DecideService:
         started = time.perf_counter()
         deadline = started + self.config.budget_s - self.config.margin_s
         answer: dict[str, Any] = {
-            "decisionId": str(uuid.uuid4()),
+            "decisionId": new_decision_id(),
             "conversationId": conversation_id,
             "model": None,
             "reasoningEffort": None,
@@ -248,7 +253,7 @@ class DecideService:
         decision = decide_model(table, tier, classification, incumbent)
         answer.update(
             tier=tier,
-            classification=classification.model_dump(mode="json"),
+            classification=self._as_json(classification, cached=answer["classificationCached"]),
             model=decision.model,
             reasoningEffort=decision.reasoning_effort,
             sticky=decision.sticky,
@@ -294,6 +299,22 @@ class DecideService:
         self._observe_classifier(outcome, started)
         answer["classifierOutcome"] = outcome
         return call.classification
+
+    def _as_json(self, classification: Classification, *, cached: bool) -> dict[str, Any]:
+        """The answer's `classification`, dumped once per cached classification: a cache hit
+        hands back the very object the sessions' parsed-record cache holds."""
+        if not cached:
+            return classification.model_dump(mode="json")
+        key = id(classification)
+        hit = self._dumped.get(key)
+        if hit is not None and hit[0] is classification:
+            return hit[1]
+        dumped = classification.model_dump(mode="json")
+        if len(self._dumped) >= DUMPED_ENTRIES:
+            self._dumped.clear()
+        # Holding the object keeps its id from being reused while the entry lives.
+        self._dumped[key] = (classification, dumped)
+        return dumped
 
     def _observe_classifier(self, outcome: str, started: float) -> None:
         self.metrics.classifier_latency.labels(outcome).observe(time.perf_counter() - started)
