@@ -6,7 +6,7 @@ What is timed:
 - cold start: what `DockerSandbox.start()` takes (create + attach + start + the runner's
   warm-up), one at a time and `--parallel` at once;
 - pool claim: what a job waits for its container when the warm pool had time to start one
-  (`SandboxPool`, as the worker uses it);
+  (`SandboxPool`, as the worker uses it), one at a time and `--parallel` at once;
 - exec round trip: host wall time of `exec("true")` over the runner's stream, and its
   overhead (the round trip minus the command's own duration measured in the container);
 - write_files, read_file and reset (a case's setup) in one job's container.
@@ -97,16 +97,31 @@ async def bench(jobs: int, execs: int, parallel: int, image: str) -> dict[str, A
     for round_ in range(max(1, jobs // parallel)):
         par_starts += await asyncio.gather(*(one(f"par:{round_}:{i}") for i in range(parallel)))
 
-    # -- the warm pool: jobs one after another, each claiming a container started ahead -----
-    pool = SandboxPool(sandbox, spare=1)
+    # -- the warm pool, as a job sees it: a claim once the pool had time to start one ------
+    async def until_ready(pool: SandboxPool, n: int) -> None:
+        deadline = time.monotonic() + 300
+        while pool.ready < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the pool never had {n} containers ready")
+            await asyncio.sleep(0.05)
+
+    pool = SandboxPool(sandbox, spare=parallel)
     claims: list[float] = []
+    par_claims: list[float] = []
     try:
+        pool.fill()
         for i in range(jobs):
+            await until_ready(pool, 1)
             job = pool.sandbox(f"pool:{i}:0")
             claims.append(await timed(job.start()))
-            await job.exec("true", 10)  # the job's work, while the pool refills
+            await job.exec("true", 10)
             await job.close()
-            await asyncio.sleep(0.5)  # the rest of a job: far shorter than a real one
+        for round_ in range(max(1, jobs // parallel)):
+            await until_ready(pool, parallel)
+            batch = [pool.sandbox(f"pool-par:{round_}:{i}") for i in range(parallel)]
+            par_claims += await asyncio.gather(*(timed(job.start()) for job in batch))
+            for job in batch:
+                await job.close()
     finally:
         await pool.aclose()
 
@@ -140,6 +155,7 @@ async def bench(jobs: int, execs: int, parallel: int, image: str) -> dict[str, A
         **summary("start_concurrent", par_starts),
         "start_concurrent_ratio": statistics.median(par_starts) / statistics.median(starts),
         **summary("pool_claim", claims),
+        **summary("pool_claim_concurrent", par_claims),
         **summary("close", closes),
         "exec_p50_ms": statistics.median(roundtrip),
         "exec_p95_ms": pct(roundtrip, 95),
@@ -172,6 +188,7 @@ def report(f: dict[str, Any]) -> None:
     row(f"cold, {f['parallel']} at once", "start_concurrent", "<= 1.5x one at a time")
     print(f"  {'':<36} ratio {f['start_concurrent_ratio']:.2f}x")
     row("warm pool claim (what a job waits)", "pool_claim")
+    row(f"warm pool, {f['parallel']} claims at once", "pool_claim_concurrent")
     row("close (remove, force)", "close")
     print("exec over the runner's stream:")
     print(

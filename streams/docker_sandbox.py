@@ -62,7 +62,25 @@ TRANSPORT_SLACK_S = 15.0
 OP_TIMEOUT_S = 60.0
 """Longest a write, read or reset may take before the runner is deemed stuck."""
 
+START_CONCURRENCY = max(2, os.cpu_count() or 2)
+"""Cold starts in flight at once per process (event loop); the rest queue. A start is
+mostly CPU (dockerd, containerd, runc, the runner's interpreter): more at once than there
+are cores only makes every one of them slower, and FIFO finishes the first ones sooner."""
+
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+_START_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _start_gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _START_GATES.get(loop)
+    if gate is None:
+        gate = _START_GATES[loop] = asyncio.Semaphore(START_CONCURRENCY)
+    return gate
+
+
 _LIVE: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
 
 
@@ -131,33 +149,39 @@ class DockerSandbox(ManagedSandbox):
         """The attach stream between create and the channel taking it over."""
         self._channel: RunnerChannel | None = None
         self._start_task: asyncio.Future[None] | None = None
+        self._started = False
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        if self._start_task is not None:
+        if self._started:
             raise SandboxError("sandbox already started")
         if self._closed:
             raise SandboxError("sandbox is closed")
+        self._started = True
         _LIVE.add(self)
         t0 = time.perf_counter()
-        # The create runs to completion in its thread even if we are cancelled meanwhile;
-        # close() waits for it, so a container created "too late" is still removed.
-        self._start_task = asyncio.ensure_future(asyncio.to_thread(self._create_blocking))
         try:
-            await asyncio.shield(self._start_task)
-            attached, self._attached = self._attached, None
-            assert attached is not None
-            self._channel = await RunnerChannel.open(attached, self.name)
-            if self.warmup_enabled:
-                self.warmup_info = await self._channel.call("warmup", wait_s=60.0)
-                if not self.warmup_info.get("ok"):
-                    raise SandboxError(f"warm-up failed: {self.warmup_info}")
+            async with _start_gate():
+                await self._start()
         except BaseException:
             await self.close()
             raise
         self.start_ms = (time.perf_counter() - t0) * 1000.0
+
+    async def _start(self) -> None:
+        # The create runs to completion in its thread even if we are cancelled meanwhile;
+        # close() waits for it, so a container created "too late" is still removed.
+        self._start_task = asyncio.ensure_future(asyncio.to_thread(self._create_blocking))
+        await asyncio.shield(self._start_task)
+        attached, self._attached = self._attached, None
+        assert attached is not None
+        self._channel = await RunnerChannel.open(attached, self.name)
+        if self.warmup_enabled:
+            self.warmup_info = await self._channel.call("warmup", wait_s=60.0)
+            if not self.warmup_info.get("ok"):
+                raise SandboxError(f"warm-up failed: {self.warmup_info}")
 
     async def close(self) -> None:
         if self._closed:

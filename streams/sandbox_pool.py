@@ -3,8 +3,8 @@
 A job's `PooledSandbox.start()` claims a started, warmed-up container from the pool (it
 takes the job's name, see `DockerSandbox.claim`) and the pool starts a replacement in the
 background, so a job waits for a rename instead of create + start + warm-up. Bounded by the
-job slots: at most `spare` containers wait unclaimed (default: the worker's job slots), at
-most `max_starting` start at once (concurrent starts on a small host only slow each other).
+job slots: at most `spare` containers wait unclaimed (the worker passes its job slots);
+starts queue at `DockerSandbox`'s per-process gate like any other.
 
 Nothing is left behind: a job's close removes its container in the background (the pool
 awaits those removals when it closes); a pool unused for `idle_s` removes its spares; a
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -39,18 +40,16 @@ class SandboxPool:
         make: SandboxMaker,
         *,
         spare: int,
-        max_starting: int = 2,
         idle_s: float = 60.0,
         key_prefix: str = "pool",
     ) -> None:
-        if spare < 0 or max_starting < 1:
-            raise ValueError("spare must be >= 0 and max_starting >= 1")
+        if spare < 0:
+            raise ValueError("spare must be >= 0")
         self.make = make
         self.spare = spare
         self.idle_s = idle_s
         self.key_prefix = key_prefix
         self._warm: deque[asyncio.Task[DockerSandbox]] = deque()
-        self._starting = asyncio.Semaphore(max_starting)
         self._background: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count()
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -77,6 +76,7 @@ class SandboxPool:
                     self._warm.appendleft(task)
                 raise
             if self._closed or not sandbox.alive:  # its runner died meanwhile (janitor...)
+                log.info("warm sandbox %s is gone; taking another", sandbox.name)
                 self._close_later(sandbox)
                 continue
             try:
@@ -105,12 +105,21 @@ class SandboxPool:
         """Containers started or starting and not yet claimed."""
         return len(self._warm)
 
+    @property
+    def ready(self) -> int:
+        """Containers started, warmed up and not yet claimed."""
+        return sum(1 for t in self._warm if t.done() and not t.cancelled() and not t.exception())
+
+    def fill(self) -> None:
+        """Start spares now (a worker about to take jobs), not at the first claim."""
+        self._refill()
+
     # ------------------------------------------------------------------ internals
 
     def _take(self) -> asyncio.Task[DockerSandbox]:
         # A ready one first, then the one that has been starting the longest.
         for task in self._warm:
-            if task.done() and not task.cancelled() and task.exception() is None:
+            if task.done() and not task.cancelled() and not task.exception():
                 self._warm.remove(task)
                 return task
         return self._warm.popleft() if self._warm else self._spawn()
@@ -123,12 +132,13 @@ class SandboxPool:
         self._idle_timer = asyncio.get_running_loop().call_later(self.idle_s, self._trim)
 
     def _spawn(self) -> asyncio.Task[DockerSandbox]:
-        key = f"{self.key_prefix}:{next(self._numbers)}:{time.time_ns()}"
+        # Unique across the workers of a host: their pooled containers never share a name.
+        key = f"{self.key_prefix}:{os.getpid()}:{next(self._numbers)}:{time.time_ns()}"
         return asyncio.create_task(self._start(self.make(key)), name=f"warm sandbox {key}")
 
-    async def _start(self, sandbox: DockerSandbox) -> DockerSandbox:
-        async with self._starting:
-            await sandbox.start()  # closes itself when it fails or is cancelled
+    @staticmethod
+    async def _start(sandbox: DockerSandbox) -> DockerSandbox:
+        await sandbox.start()  # closes itself when it fails or is cancelled
         return sandbox
 
     def _trim(self) -> None:
