@@ -35,6 +35,7 @@ def run_plan(p: RunProgress, case_ids: Sequence[str]) -> list[CaseJob]:
         credential=p.config.benchmarkIdentity if p.kind == "decider" else None,
         correlation_id=p.correlation_id,
         max_concurrency=p.config.maxConcurrency,
+        harness=p.config.deciderHarness if p.kind == "decider" else "builtin",
     )
 
 

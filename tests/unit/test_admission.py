@@ -89,10 +89,13 @@ def dead(job: CaseJob) -> CaseJobDeadLettered:
     )
 
 
-def test_the_aggregators_plan_is_the_plan_start_run_decided() -> None:
+@pytest.mark.parametrize("harness", ["builtin", "kilo", "mini-swe-agent"])
+def test_the_aggregators_plan_is_the_plan_start_run_decided(harness: str) -> None:
     cases = [f"k{i:02d}" for i in range(12)]
-    p, jobs, _ = start(config(models=3, reps=2, max_concurrency=2), cases)
+    cfg = config(models=3, reps=2, max_concurrency=2).model_copy(update={"deciderHarness": harness})
+    p, jobs, _ = start(cfg, cases)
     assert run_plan(p, cases) == jobs
+    assert {j.harness for j in jobs} == {harness}
     assert run_plan(RunProgress(run_id=p.run_id), cases) == []  # nothing before the fan-out
 
 
