@@ -14,7 +14,8 @@ from bench.synthetic import DEFAULT_MODELS, LogBuilder, SimModel
 from contracts.codec import decode_event, encode_event
 from contracts.envelope import EventBase
 from contracts.events import EVENT_CLASSES, CaseGraded, RunStarted
-from projections.bulk_writer import BulkClaims, BulkUnsupported, Deferred
+from projections.bulk_restore import Deferred
+from projections.bulk_writer import BulkClaims, BulkUnsupported
 from projections.fast_fold import FAST_FOLDERS
 from projections.fold import FOLDERS, Row, fold
 from projections.migrate import load_migrations
