@@ -90,13 +90,10 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def cpu_s() -> float:
-    """User + system CPU seconds of this process and its waited-for children."""
-    me, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (or its waited-for children)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def replay_only(prefix: str, schema: str) -> None:
@@ -118,7 +115,8 @@ async def replay_only(prefix: str, schema: str) -> None:
         "loader_processes": s.workers,
         "peak_rss_main_mb": round(peak_rss_mb()),
         "peak_rss_loader_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN)),
-        "client_cpu_s": round(cpu_s(), 2),
+        "client_cpu_s": round(cpu_s() + cpu_s(resource.RUSAGE_CHILDREN), 2),
+        "loaders_cpu_s": round(cpu_s(resource.RUSAGE_CHILDREN), 2),
     }
     print(json.dumps(figures))
 

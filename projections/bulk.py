@@ -130,7 +130,11 @@ class BulkReplayer:
                 if not data:
                     continue
                 batch = folder.fold(data)
-                grouped = claims.claim(it.rows for it in batch.items if it.error is None)
+                grouped = claims.claim(
+                    it.rows if it.fast else loader.typed(it.rows)
+                    for it in batch.items
+                    if it.error is None
+                )
                 failed = [it.error_row() for it in batch.items if it.error is not None]
                 self.errors += failed
                 self.stats.failed += len(failed)

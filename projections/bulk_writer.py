@@ -154,7 +154,7 @@ class BulkClaims:
 _TIMESTAMPTZ_OID = 1184
 
 
-def _with_datetimes(row: tuple[Any, ...], stamps: list[int]) -> list[Any]:
+def _with_datetimes(row: tuple[Any, ...], stamps: tuple[int, ...]) -> tuple[Any, ...]:
     out = list(row)
     for i in stamps:
         value = out[i]
@@ -167,7 +167,7 @@ def _with_datetimes(row: tuple[Any, ...], stamps: list[int]) -> list[Any]:
         if moment.tzinfo is None:
             raise BulkUnsupported(f"timestamp without a time zone {value!r}")
         out[i] = moment
-    return out
+    return tuple(out)
 
 
 def read_column_types(conn: psycopg.Connection, schema: str) -> dict[str, tuple[int, ...]]:
@@ -207,6 +207,8 @@ class BulkLoader:
         """COPY ... FREEZE: this loader truncated the tables in its load transaction."""
         self.types: dict[str, tuple[int, ...]] = {}
         """Column type oids per table (binary COPY)."""
+        self.stamps: dict[str, tuple[int, ...]] = {}
+        """Indexes of each table's timestamptz columns."""
         self._conn: psycopg.Connection | None = None
 
     def _connect(self) -> psycopg.Connection:
@@ -233,7 +235,7 @@ class BulkLoader:
         if conn.execute(probe).fetchone() is not None:
             raise BulkUnsupported(f"schema {self.schema} is not empty")
         self.deferred = read_deferrable(conn, self.schema)
-        self.types = read_column_types(conn, self.schema)
+        self._read_types(conn)
         claims = BulkClaims(self.deferred)
         with conn.transaction():
             for kind in ("f", "p", "u", "i"):
@@ -262,9 +264,24 @@ class BulkLoader:
         self.deferred = deferred
         claims = BulkClaims(deferred)
         self._conn = self._connect()
-        self.types = read_column_types(self._conn, self.schema)
+        self._read_types(self._conn)
         self._conn.autocommit = False
         return claims
+
+    def _read_types(self, conn: psycopg.Connection) -> None:
+        self.types = read_column_types(conn, self.schema)
+        self.stamps = {
+            table: tuple(i for i, oid in enumerate(types) if oid == _TIMESTAMPTZ_OID)
+            for table, types in self.types.items()
+        }
+
+    def typed(self, rows: list[Row]) -> list[Row]:
+        """An event's rows from the validating path (ISO strings) with datetimes, as the
+        fast path folds them: one Python cannot read (or reads as naive) makes the replay
+        fall back to the transactional path, where Postgres judges it as the live
+        projector's would."""
+        stamps = self.stamps
+        return [(t, _with_datetimes(v, stamps[t]) if stamps[t] else v) for t, v in rows]
 
     def commit_rows(self) -> None:
         """An attached loader's end: its rows are in; the opener restores the constraints."""
@@ -275,10 +292,7 @@ class BulkLoader:
         """COPY one batch's claimed rows (inside the load transaction).
 
         Binary COPY: a third less work on both sides than text (no float or timestamp
-        parsing in Postgres, no escaping here). Timestamps arrive as ISO strings and go as
-        aware datetimes; one Python cannot read (or reads as naive) makes the replay fall
-        back to the transactional path, where Postgres judges it as the live projector's
-        would.
+        parsing in Postgres, no escaping here). Timestamps are aware datetimes (`typed`).
         """
         assert self._conn is not None
         with self._conn.cursor() as cur:
@@ -292,17 +306,11 @@ class BulkLoader:
                     cols,
                     sql.SQL(", freeze" if self.freeze else ""),
                 )
-                types = self.types[spec.name]
-                stamps = [i for i, t in enumerate(types) if t == _TIMESTAMPTZ_OID]
                 with cur.copy(stmt) as cp:
-                    cp.set_types(list(types))
+                    cp.set_types(list(self.types[spec.name]))
                     write = cp.write_row
-                    if not stamps:
-                        for r in rows:
-                            write(r)
-                    else:
-                        for r in rows:
-                            write(_with_datetimes(r, stamps))
+                    for r in rows:
+                        write(r)
                 self.copied[spec.name] += len(rows)
 
     def finish(
