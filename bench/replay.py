@@ -29,10 +29,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.backend_cpu import BackendCpu
 from bench.synthetic import LogBuilder, SimModel, produce
 from contracts.codec import encode_event
 from contracts.events import CaseGraded, DecisionMade, RoutingTablePublished
 from infra.settings import Settings, assume_dev
+from projections.bulk_writer import REPLAY_APP
 from projections.db import connect
 from projections.replay import replay
 from streams.kafka_admin import ensure_topics
@@ -88,13 +90,10 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def cpu_s() -> float:
-    """User + system CPU seconds of this process and its waited-for children."""
-    me, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (or its waited-for children)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def replay_only(prefix: str, schema: str) -> None:
@@ -116,16 +115,23 @@ async def replay_only(prefix: str, schema: str) -> None:
         "loader_processes": s.workers,
         "peak_rss_main_mb": round(peak_rss_mb()),
         "peak_rss_loader_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN)),
-        "client_cpu_s": round(cpu_s(), 2),
+        "client_cpu_s": round(cpu_s() + cpu_s(resource.RUSAGE_CHILDREN), 2),
+        "loaders_cpu_s": round(cpu_s(resource.RUSAGE_CHILDREN), 2),
     }
     print(json.dumps(figures))
 
 
 async def measure(base: Settings, prefix: str, schema: str) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--replay-only", prefix, schema, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
+    with BackendCpu(base.database_url, REPLAY_APP) as pg:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--replay-only",
+            prefix,
+            schema,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(proc.returncode)
     figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -140,6 +146,7 @@ async def measure(base: Settings, prefix: str, schema: str) -> dict[str, Any]:
         zip(("case_results", "decisions", "routing_tables", "offsets"), map(int, row), strict=True)
     )
     figures["peak_rss_mb"] = max(figures["peak_rss_main_mb"], figures["peak_rss_loader_mb"])
+    figures["postgres_cpu_s"] = pg.seconds
     return figures
 
 
@@ -216,7 +223,8 @@ async def main() -> None:
         )
         print(
             f"peak RSS: main process {figures['peak_rss_main_mb']} MB, largest loader process "
-            f"{figures['peak_rss_loader_mb']} MB; client CPU {figures['client_cpu_s']:.1f}s; "
+            f"{figures['peak_rss_loader_mb']} MB; CPU: client {figures['client_cpu_s']:.1f}s, "
+            f"Postgres {figures['postgres_cpu_s']}s; "
             f"1-min load average {figures['load_average_1m']}"
         )
         print(

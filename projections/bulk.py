@@ -75,6 +75,8 @@ class BulkReplayer:
         )
         self.errors: list[ErrorRow] = []
         """A shard's projection_errors rows (the opener writes them)."""
+        self.copied: dict[str, int] = {}
+        """Rows copied per table (the opener's restore starts with the biggest)."""
 
     async def run(self, stop: asyncio.Event | None = None) -> ProjectorStats:
         # Small fetches: a loader folds far slower than Kafka sends, so a big read-ahead
@@ -100,6 +102,7 @@ class BulkReplayer:
         stop: asyncio.Event | None,
     ) -> None:
         loader = BulkLoader(self.settings.database_url, self.schema)
+        self.copied = loader.copied
         if self.shard is not None:
             claims = await asyncio.to_thread(loader.attach, self.shard.deferred)
         else:
@@ -127,7 +130,11 @@ class BulkReplayer:
                 if not data:
                     continue
                 batch = folder.fold(data)
-                grouped = claims.claim(it.rows for it in batch.items if it.error is None)
+                grouped = claims.claim(
+                    it.rows if it.fast else loader.typed(it.rows)
+                    for it in batch.items
+                    if it.error is None
+                )
                 failed = [it.error_row() for it in batch.items if it.error is not None]
                 self.errors += failed
                 self.stats.failed += len(failed)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from projections.bulk_restore import Deferred, read_deferrable, restore
 from projections.fold import Row
 from projections.tables import TABLE as TABLE_BY_NAME
 from projections.tables import TABLES
@@ -25,57 +25,11 @@ class BulkUnsupported(RuntimeError):
     constraint the rows break): the replay falls back to the transactional projector."""
 
 
+REPLAY_APP = "provenroute-replay"
+"""application_name of a bulk replay's connections."""
+
 BULK_MARKER = "projection_bulk_load"
 """Table present while a schema is being bulk-loaded (constraints off): projectors refuse it."""
-
-
-@dataclass(frozen=True)
-class Deferred:
-    table: str
-    name: str
-    kind: str
-    """'p' primary key, 'u' unique, 'f' foreign key, 'i' plain index."""
-    definition: str
-    columns: tuple[str, ...] = ()
-    ref_table: str | None = None
-    ref_columns: tuple[str, ...] = ()
-
-
-_CONSTRAINTS = """
-select t.relname, c.conname, c.contype, pg_get_constraintdef(c.oid),
-       array(select a.attname from unnest(c.conkey) with ordinality k(n, o)
-             join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.o),
-       rt.relname,
-       array(select a.attname from unnest(c.confkey) with ordinality k(n, o)
-             join pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.n order by k.o)
-from pg_constraint c
-join pg_class t on t.oid = c.conrelid
-left join pg_class rt on rt.oid = c.confrelid
-where c.connamespace = to_regnamespace(%(schema)s) and t.relname = any(%(tables)s)
-  and c.contype in ('p', 'u', 'f')
-order by t.relname, c.conname
-"""
-
-_INDEXES = """
-select t.relname, i.relname, pg_get_indexdef(x.indexrelid)
-from pg_index x
-join pg_class i on i.oid = x.indexrelid
-join pg_class t on t.oid = x.indrelid
-where t.relnamespace = to_regnamespace(%(schema)s) and t.relname = any(%(tables)s)
-  and not exists (select 1 from pg_constraint c where c.conindid = x.indexrelid)
-order by t.relname, i.relname
-"""
-
-
-def read_deferrable(conn: psycopg.Connection, schema: str) -> list[Deferred]:
-    """The keys, foreign keys and indexes of the projected tables, as the catalog has them."""
-    params = {"schema": schema, "tables": [t.name for t in TABLES]}
-    out = [
-        Deferred(t, n, k, d, tuple(cols), rt, tuple(rcols or ()))
-        for t, n, k, d, cols, rt, rcols in conn.execute(_CONSTRAINTS, params).fetchall()
-    ]
-    out += [Deferred(t, n, "i", d) for t, n, d in conn.execute(_INDEXES, params).fetchall()]
-    return out
 
 
 class BulkClaims:
@@ -200,7 +154,7 @@ class BulkClaims:
 _TIMESTAMPTZ_OID = 1184
 
 
-def _with_datetimes(row: tuple[Any, ...], stamps: list[int]) -> list[Any]:
+def _with_datetimes(row: tuple[Any, ...], stamps: tuple[int, ...]) -> tuple[Any, ...]:
     out = list(row)
     for i in stamps:
         value = out[i]
@@ -213,7 +167,7 @@ def _with_datetimes(row: tuple[Any, ...], stamps: list[int]) -> list[Any]:
         if moment.tzinfo is None:
             raise BulkUnsupported(f"timestamp without a time zone {value!r}")
         out[i] = moment
-    return out
+    return tuple(out)
 
 
 def read_column_types(conn: psycopg.Connection, schema: str) -> dict[str, tuple[int, ...]]:
@@ -253,12 +207,14 @@ class BulkLoader:
         """COPY ... FREEZE: this loader truncated the tables in its load transaction."""
         self.types: dict[str, tuple[int, ...]] = {}
         """Column type oids per table (binary COPY)."""
+        self.stamps: dict[str, tuple[int, ...]] = {}
+        """Indexes of each table's timestamptz columns."""
         self._conn: psycopg.Connection | None = None
 
     def _connect(self) -> psycopg.Connection:
         from projections.db import connect
 
-        conn = connect(self.url, self.schema, app="provenroute-replay", autocommit=True)
+        conn = connect(self.url, self.schema, app=REPLAY_APP, autocommit=True)
         conn.execute("set synchronous_commit = off")
         conn.execute("set maintenance_work_mem = '256MB'")
         return conn
@@ -279,7 +235,7 @@ class BulkLoader:
         if conn.execute(probe).fetchone() is not None:
             raise BulkUnsupported(f"schema {self.schema} is not empty")
         self.deferred = read_deferrable(conn, self.schema)
-        self.types = read_column_types(conn, self.schema)
+        self._read_types(conn)
         claims = BulkClaims(self.deferred)
         with conn.transaction():
             for kind in ("f", "p", "u", "i"):
@@ -308,9 +264,24 @@ class BulkLoader:
         self.deferred = deferred
         claims = BulkClaims(deferred)
         self._conn = self._connect()
-        self.types = read_column_types(self._conn, self.schema)
+        self._read_types(self._conn)
         self._conn.autocommit = False
         return claims
+
+    def _read_types(self, conn: psycopg.Connection) -> None:
+        self.types = read_column_types(conn, self.schema)
+        self.stamps = {
+            table: tuple(i for i, oid in enumerate(types) if oid == _TIMESTAMPTZ_OID)
+            for table, types in self.types.items()
+        }
+
+    def typed(self, rows: list[Row]) -> list[Row]:
+        """An event's rows from the validating path (ISO strings) with datetimes, as the
+        fast path folds them: one Python cannot read (or reads as naive) makes the replay
+        fall back to the transactional path, where Postgres judges it as the live
+        projector's would."""
+        stamps = self.stamps
+        return [(t, _with_datetimes(v, stamps[t]) if stamps[t] else v) for t, v in rows]
 
     def commit_rows(self) -> None:
         """An attached loader's end: its rows are in; the opener restores the constraints."""
@@ -321,10 +292,7 @@ class BulkLoader:
         """COPY one batch's claimed rows (inside the load transaction).
 
         Binary COPY: a third less work on both sides than text (no float or timestamp
-        parsing in Postgres, no escaping here). Timestamps arrive as ISO strings and go as
-        aware datetimes; one Python cannot read (or reads as naive) makes the replay fall
-        back to the transactional path, where Postgres judges it as the live projector's
-        would.
+        parsing in Postgres, no escaping here). Timestamps are aware datetimes (`typed`).
         """
         assert self._conn is not None
         with self._conn.cursor() as cur:
@@ -338,17 +306,11 @@ class BulkLoader:
                     cols,
                     sql.SQL(", freeze" if self.freeze else ""),
                 )
-                types = self.types[spec.name]
-                stamps = [i for i, t in enumerate(types) if t == _TIMESTAMPTZ_OID]
                 with cur.copy(stmt) as cp:
-                    cp.set_types(list(types))
+                    cp.set_types(list(self.types[spec.name]))
                     write = cp.write_row
-                    if not stamps:
-                        for r in rows:
-                            write(r)
-                    else:
-                        for r in rows:
-                            write(_with_datetimes(r, stamps))
+                    for r in rows:
+                        write(r)
                 self.copied[spec.name] += len(rows)
 
     def finish(
@@ -363,7 +325,7 @@ class BulkLoader:
         if not conn.autocommit:
             conn.commit()
             conn.autocommit = True
-        self._restore()
+        restore(self._connect, self.deferred, self.copied, workers=self.workers)
         with conn.transaction():
             with conn.cursor() as cur:
                 if errors:
@@ -381,55 +343,6 @@ class BulkLoader:
                     )
                 cur.execute(sql.SQL("drop table {}").format(sql.Identifier(BULK_MARKER)))
             conn.execute("set synchronous_commit = on")  # the final commit is durable
-
-    def _restore(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        def run(statements: list[sql.Composed | sql.SQL]) -> None:
-            with self._connect() as c:
-                for s in statements:
-                    c.execute(s)
-
-        by_table: dict[str, list[sql.Composed | sql.SQL]] = {}
-        for d in self.deferred:
-            if d.kind in ("p", "u"):
-                by_table.setdefault(d.table, []).append(
-                    sql.SQL("alter table {} add constraint {} ").format(
-                        sql.Identifier(d.table), sql.Identifier(d.name)
-                    )
-                    + sql.SQL(d.definition)  # type: ignore[arg-type]  # from the catalog
-                )
-            elif d.kind == "i":
-                by_table.setdefault(d.table, []).append(sql.SQL(d.definition))  # type: ignore[arg-type]
-        biggest_first = sorted(by_table.items(), key=lambda kv: -self.copied.get(kv[0], 0))
-        fks = [d for d in self.deferred if d.kind == "f"]
-        with ThreadPoolExecutor(self.workers) as pool:
-            for f in [pool.submit(run, stmts) for _t, stmts in biggest_first]:
-                f.result()
-            # NOT VALID first (brief locks, one connection), then validate in parallel.
-            run(
-                [
-                    sql.SQL("alter table {} add constraint {} ").format(
-                        sql.Identifier(d.table), sql.Identifier(d.name)
-                    )
-                    + sql.SQL(d.definition + " not valid")  # type: ignore[arg-type]
-                    for d in fks
-                ]
-            )
-            fks.sort(key=lambda d: -self.copied.get(d.table, 0))
-            validations = [
-                pool.submit(
-                    run,
-                    [
-                        sql.SQL("alter table {} validate constraint {}").format(
-                            sql.Identifier(d.table), sql.Identifier(d.name)
-                        )
-                    ],
-                )
-                for d in fks
-            ]
-            for f in validations:
-                f.result()
 
     def close(self) -> None:
         if self._conn is not None:

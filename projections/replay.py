@@ -228,7 +228,9 @@ async def bulk_replay(
         stats = ProjectorStats(started=started, to_drain=progress.to_drain, workers=n)
         errors: list[tuple[str, int, int, str | None, str, str | None]] = []
         offsets: list[tuple[str, int, int]] = []
-        for _ok, shard_stats, shard_errors, folded in outcomes:
+        for _ok, shard_stats, shard_errors, folded, copied in outcomes:
+            for table, count in copied.items():
+                loader.copied[table] += count
             for name in ("events_applied", "ignored", "failed", "skipped_below_offset", "batches"):
                 setattr(stats, name, getattr(stats, name) + getattr(shard_stats, name))
             errors += shard_errors
@@ -264,7 +266,7 @@ def _shard_main(
         )
         stats = asyncio.run(loader.run())
         folded = {(tp.topic, tp.partition): off for tp, off in loader.folder.folded.items()}
-        results.put(("ok", stats, loader.errors, folded))
+        results.put(("ok", stats, loader.errors, folded, loader.copied))
     except FALLBACK as e:
         results.put(("fallback", f"{type(e).__name__}: {e}"))
     except BaseException as e:  # reported to the parent, which raises
