@@ -130,8 +130,8 @@ class BulkReplayer:
                 if not data:
                     continue
                 batch = folder.fold(data)
-                grouped = claims.claim(
-                    it.rows if it.fast else loader.typed(it.rows)
+                grouped = claims.claim_shaped(
+                    (it.rows, True) if it.fast else (loader.typed(it.rows), False)
                     for it in batch.items
                     if it.error is None
                 )

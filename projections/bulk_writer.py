@@ -32,6 +32,10 @@ BULK_MARKER = "projection_bulk_load"
 """Table present while a schema is being bulk-loaded (constraints off): projectors refuse it."""
 
 
+Plan = tuple[Any, ...]
+"""How `BulkClaims` handles one table's rows (see `BulkClaims.plans`)."""
+
+
 class BulkClaims:
     """The live writer's rules, kept in memory for a replay into an empty schema.
 
@@ -58,31 +62,27 @@ class BulkClaims:
 
     def claim(self, events: Iterable[list[Row]]) -> dict[str, list[tuple[Any, ...]]]:
         """The rows of `events` that the live projector would insert, by table."""
+        return self.claim_shaped((rows, False) for rows in events)
+
+    def claim_shaped(
+        self, events: Iterable[tuple[list[Row], bool]]
+    ) -> dict[str, list[tuple[Any, ...]]]:
+        """`claim` for (rows, known) pairs: `known` vouches that the rows have the common
+        shape (`simple`), unchecked: the fast path's events have it by construction."""
         out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in TABLES}
         seen = self.seen
-        # One lookup per row: (key getter, seen keys | None for children, parent link,
-        # foreign keys to check, is a parent, destination list).
-        plans = {
-            t.name: (
-                KEY_GETTERS[t.name],
-                seen.get(t.name),
-                PARENT_OF.get(t.name),
-                tuple(self.fks.get(t.name, ())),
-                t.name in PARENTS,
-                out[t.name],
-            )
-            for t in TABLES
-        }
-        for rows in events:
+        plans = self.plans(out)
+        for rows, simple in events:
             # The common shapes first (a case result and its diagnostics, a decision): one
             # row of a root table, then only children of that row, each child key once.
             table, values = rows[0]
             key_of, keys, _parent, fks, _is_parent, dest = plans[table]
-            if keys is not None and self._simple(rows, table, plans):
+            if keys is not None and (simple or self.simple(rows, table, plans)):
                 key = key_of(values)
-                if key in keys:
+                claimed = len(keys)
+                keys.add(key)  # one hash of the key, where `in` then `add` take two
+                if len(keys) == claimed:
                     continue
-                keys.add(key)
                 for getter, ref in fks:
                     if getter(values) not in seen[ref]:
                         raise BulkUnsupported(
@@ -95,8 +95,23 @@ class BulkClaims:
             self._claim_event(rows, plans, seen)
         return out
 
+    def plans(self, out: dict[str, list[tuple[Any, ...]]]) -> dict[str, Plan]:
+        """One lookup per row: (key getter, seen keys | None for children, parent link,
+        foreign keys to check, is a parent, destination list in `out`)."""
+        return {
+            t.name: (
+                KEY_GETTERS[t.name],
+                self.seen.get(t.name),
+                PARENT_OF.get(t.name),
+                tuple(self.fks.get(t.name, ())),
+                t.name in PARENTS,
+                out[t.name],
+            )
+            for t in TABLES
+        }
+
     @staticmethod
-    def _simple(rows: list[Row], table: str, plans: dict[str, Any]) -> bool:
+    def simple(rows: list[Row], table: str, plans: dict[str, Plan]) -> bool:
         """Only children of the first row follow it, with distinct keys (checked cheaply)."""
         if len(rows) == 1:
             return True
@@ -122,7 +137,7 @@ class BulkClaims:
         return len(children) == len(rows) - 1
 
     @staticmethod
-    def _claim_event(rows: list[Row], plans: dict[str, Any], seen: dict[str, set[Any]]) -> None:
+    def _claim_event(rows: list[Row], plans: dict[str, Plan], seen: dict[str, set[Any]]) -> None:
         # (table, key) of the parent rows this event claimed, and of its children
         claimed: set[tuple[str, Any]] | None = None
         for table, values in rows:

@@ -17,26 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 import psycopg
 from psycopg import sql
 
 from infra.settings import Settings
-from projections.bulk import BulkReplayer, BulkShard
-from projections.bulk_writer import BULK_MARKER, BulkLoader, BulkUnsupported
+from projections.bulk import BulkReplayer
+from projections.bulk_parallel import FALLBACK, ShardFailed, parallel_bulk_replay, partition_sizes
+from projections.bulk_writer import BULK_MARKER
 from projections.db import check_schema, connect
 from projections.migrate import migrate
 from projections.projector import (
     ProjectorStats,
     run_projector,
 )
-from streams.topics import CHANNEL_CLASSIFIER_WINNER, CHANNEL_ROUTING_TABLE, DECISIONS, EVENTS
+from streams.topics import CHANNEL_CLASSIFIER_WINNER, CHANNEL_ROUTING_TABLE
 
 log = logging.getLogger("provenroute.replay")
 
@@ -131,9 +130,6 @@ async def replay(
     return result
 
 
-FALLBACK = (BulkUnsupported, psycopg.errors.IntegrityError, psycopg.errors.DataError)
-"""What makes a bulk replay give way to the transactional path."""
-
 PARALLEL_MIN = 200_000
 """Messages from which a bulk replay splits the partitions over BULK_WORKERS processes."""
 BULK_WORKERS = 2
@@ -152,13 +148,9 @@ async def bulk_replay(
     only the transactional path gives the live result.
 
     A large log is split by partition over `workers` processes (default: BULK_WORKERS when
-    the log holds PARALLEL_MIN messages or more), each decoding, claiming and COPYing its
-    partitions on its own connection; this process then restores the constraints, which
-    also checks what the split assumes: a natural key lives in one partition (the event
-    key is the run id) and a foreign key points within it (else a key or foreign key fails
-    and the replay falls back).
+    the log holds PARALLEL_MIN messages or more; see `projections.bulk_parallel`).
     """
-    sizes = await _partition_sizes(settings)
+    sizes = await partition_sizes(settings)
     n = workers if workers is not None else BULK_WORKERS
     if workers is None and sum(sizes.values()) < PARALLEL_MIN:
         n = 1
@@ -166,133 +158,12 @@ async def bulk_replay(
         return await BulkReplayer(
             settings, schema, until=until, fast=fast, on_progress=on_progress
         ).run()
-    import multiprocessing
-    import time
-
-    started = time.monotonic()
-    loader = BulkLoader(settings.database_url, schema)
     try:
-        await asyncio.to_thread(loader.open, shared=True)
-        shares: list[list[tuple[str, int]]] = [[] for _ in range(n)]
-        loads = [0] * n
-        for tp, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
-            i = loads.index(min(loads))
-            shares[i].append(tp)
-            loads[i] += size
-        ctx = multiprocessing.get_context("spawn")
-        results = ctx.Queue()
-        counters = [ctx.Value("q", 0) for _ in range(n)]
-        procs = [
-            ctx.Process(
-                target=_shard_main,
-                args=(
-                    settings,
-                    schema,
-                    until,
-                    fast,
-                    BulkShard(tuple(share), loader.deferred),
-                    counters[i],
-                    results,
-                ),
-                name=f"provenroute-replay-{i}",
-                daemon=True,
-            )
-            for i, share in enumerate(shares)
-        ]
-        for proc in procs:
-            proc.start()
-        outcomes: list[tuple[Any, ...]] = []
-        progress = ProjectorStats(started=started, to_drain=sum(sizes.values()))
-        try:
-            while len(outcomes) < n:
-                try:
-                    outcomes.append(await asyncio.to_thread(results.get, True, 0.25))
-                except queue.Empty:
-                    if any(p.exitcode not in (None, 0) for p in procs):
-                        raise ReplayError("a replay process died") from None
-                if on_progress is not None:
-                    progress.events_applied = sum(c.value for c in counters)
-                    progress.elapsed_s = time.monotonic() - started
-                    on_progress(progress)
-                failed = [o for o in outcomes if o[0] != "ok"]
-                if failed:
-                    kind, reason = failed[0]
-                    if kind == "fallback":
-                        raise BulkUnsupported(reason)
-                    raise ReplayError(f"a replay process failed: {reason}")
-        finally:
-            for proc in procs:
-                if proc.is_alive() and len(outcomes) < n:
-                    proc.kill()
-                await asyncio.to_thread(proc.join, 10)
-        stats = ProjectorStats(started=started, to_drain=progress.to_drain, workers=n)
-        errors: list[tuple[str, int, int, str | None, str, str | None]] = []
-        offsets: list[tuple[str, int, int]] = []
-        for _ok, shard_stats, shard_errors, folded, copied in outcomes:
-            for table, count in copied.items():
-                loader.copied[table] += count
-            for name in ("events_applied", "ignored", "failed", "skipped_below_offset", "batches"):
-                setattr(stats, name, getattr(stats, name) + getattr(shard_stats, name))
-            errors += shard_errors
-            offsets += [(t, p, off) for (t, p), off in folded.items() if off > 0]
-            for (t, p), off in folded.items():
-                stats.positions.setdefault(t, {})[p] = off
-        stats.load_s = time.monotonic() - started
-        await asyncio.to_thread(loader.finish, sorted(offsets), sorted(errors, key=repr))
-        stats.elapsed_s = time.monotonic() - started
-        stats.restore_s = stats.elapsed_s - stats.load_s
-        return stats
-    finally:
-        await asyncio.to_thread(loader.close)
-
-
-def _shard_main(
-    settings: Settings,
-    schema: str,
-    until: str | None,
-    fast: bool,
-    shard: BulkShard,
-    counter: Any,
-    results: Any,
-) -> None:
-    """A replay process: bulk-load the shard's partitions, report (kind, ...) on `results`."""
-
-    def progress(stats: ProjectorStats) -> None:
-        counter.value = stats.events_applied + stats.ignored + stats.failed
-
-    try:
-        loader = BulkReplayer(
-            settings, schema, until=until, fast=fast, shard=shard, on_progress=progress
+        return await parallel_bulk_replay(
+            settings, schema, sizes, n, until=until, fast=fast, on_progress=on_progress
         )
-        stats = asyncio.run(loader.run())
-        folded = {(tp.topic, tp.partition): off for tp, off in loader.folder.folded.items()}
-        results.put(("ok", stats, loader.errors, folded, loader.copied))
-    except FALLBACK as e:
-        results.put(("fallback", f"{type(e).__name__}: {e}"))
-    except BaseException as e:  # reported to the parent, which raises
-        results.put(("error", f"{type(e).__name__}: {e}"))
-
-
-async def _partition_sizes(settings: Settings) -> dict[tuple[str, int], int]:
-    """Messages per partition of the projected topics (end minus beginning offsets)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        cluster = await consumer._client.fetch_all_metadata()
-        tps = [
-            TopicPartition(topic, p)
-            for topic in (settings.topic(EVENTS.name), settings.topic(DECISIONS.name))
-            for p in sorted(cluster.partitions_for_topic(topic) or ())
-        ]
-        if not tps:
-            return {}
-        end = await consumer.end_offsets(tps)
-        begin = await consumer.beginning_offsets(tps)
-    finally:
-        await consumer.stop()
-    return {(tp.topic, tp.partition): end[tp] - begin[tp] for tp in tps}
+    except ShardFailed as e:
+        raise ReplayError(str(e)) from e
 
 
 def swap_in(settings: Settings, new: str, now: datetime | None = None) -> str | None:

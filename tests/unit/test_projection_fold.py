@@ -104,6 +104,19 @@ def test_fast_path_folds_exactly_like_the_validating_path() -> None:
     assert checked == set(FAST_STRUCTS)
 
 
+def test_fast_folded_events_have_the_shape_the_bulk_claims_take_on_trust() -> None:
+    plans = BulkClaims([]).plans({t.name: [] for t in TABLES})
+    shapes = set()
+    for _topic, _key, event in _log().messages:
+        folded = fast_fold(encode_event(event))
+        if folded is not None:
+            rows = folded[2]
+            assert plans[rows[0][0]][1] is not None  # a root table: its keys are claimed
+            assert BulkClaims.simple(rows, rows[0][0], plans), event.type
+            shapes.add(len(rows))
+    assert shapes == {1, 2}  # single rows, and a case result with a diagnostic
+
+
 def test_fast_structs_decode_the_current_schema_versions() -> None:
     for type_name, struct in FAST_STRUCTS.items():
         event_class = EVENT_CLASSES[type_name]
