@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -113,6 +114,7 @@ class BulkReplayer:
             await consumer.seek_to_beginning(tp)
         self.stats.to_drain = sum(end.get(tp, 0) for tp in tps)
         pending: asyncio.Future[None] | None = None
+        grouped: dict[str, list[tuple[Any, ...]]] = {}  # a share of empty partitions has none
         done: list[Batch] = []
         # The claimed keys pile up (a million tuples): automatic collections would sweep
         # them again and again (as much CPU as the whole load); even one young-generation

@@ -9,12 +9,14 @@ from projections.replay import drop_schema, replay
 
 
 async def assert_bulk_replay_equals(settings: Settings, live: str) -> None:
-    """Replay the log (bulk path) into a scratch schema and compare it row for row."""
+    """Replay the log (bulk path, in one process and split over two) into a scratch schema
+    and compare it row for row."""
     target = f"{live}_replay"
-    try:
-        result = await replay(settings, schema=target)
-        assert result.mode == "bulk"
-        with connect(settings.database_url, live) as conn:
-            assert compare_schemas(conn, live, target) == {}
-    finally:
-        drop_schema(settings.database_url, target)
+    for workers, mode in ((1, "bulk"), (2, "bulk, 2 loader processes")):
+        try:
+            result = await replay(settings, schema=target, workers=workers)
+            assert result.mode == mode
+            with connect(settings.database_url, live) as conn:
+                assert compare_schemas(conn, live, target) == {}
+        finally:
+            drop_schema(settings.database_url, target)

@@ -121,15 +121,17 @@ async def test_projecting_twice_and_duplicate_deliveries_change_nothing(
         t: v for t, v in first.items() if t != "projection_offsets"
     }
 
-    # A replay (trusted fast path) of the doubled log equals the live schema row for row.
-    target = other_schema("replay_")
-    result = await replay(settings, schema=target)
-    assert result.mode == "bulk"
-    assert result.stats.events_applied == 2 * len(b.messages)
-    with connect(settings.database_url, pg_schema) as conn:
-        assert compare_schemas(conn, pg_schema, target) == {}
-        # the bulk load put back every key, foreign key and index, under the same names
-        assert constraints(conn, pg_schema) == constraints(conn, target)
+    # A replay (trusted fast path) of the doubled log equals the live schema row for row,
+    # in one process and split over two.
+    for workers, mode in ((1, "bulk"), (2, "bulk, 2 loader processes")):
+        target = other_schema("replay_")
+        result = await replay(settings, schema=target, workers=workers)
+        assert result.mode == mode
+        assert result.stats.events_applied == 2 * len(b.messages)
+        with connect(settings.database_url, pg_schema) as conn:
+            assert compare_schemas(conn, pg_schema, target) == {}
+            # the bulk load put back every key, foreign key and index, under the same names
+            assert constraints(conn, pg_schema) == constraints(conn, target)
 
 
 def constraints(conn: psycopg.Connection, schema: str) -> list[tuple[Any, ...]]:
@@ -287,6 +289,21 @@ async def test_bulk_replay_records_undecodable_events_like_the_live_projector(
             assert compare_schemas(conn, pg_schema, target) == {}
             assert constraints(conn, pg_schema) == constraints(conn, target)
         assert snapshot(settings, pg_schema) == snapshot(settings, target)
+
+
+async def test_a_parallel_replay_with_a_share_of_empty_partitions(
+    kafka_prefix: str, pg_schema: str, settings_for: Any, other_schema: Any
+) -> None:
+    settings = settings_for(kafka_prefix, pg_schema)
+    b = LogBuilder(seed=5)
+    b.decider_run("only", b.config(), cases=CASES)  # one run: one partition holds it all
+    await produce(settings.kafka_bootstrap, kafka_prefix, b.messages)
+    await project_once(settings, pg_schema)
+    target = other_schema("empty_share_")
+    result = await replay(settings, schema=target, workers=3)
+    assert result.mode == "bulk, 3 loader processes"
+    with connect(settings.database_url, pg_schema) as conn:
+        assert compare_schemas(conn, pg_schema, target) == {}
 
 
 async def test_a_projector_refuses_an_unfinished_bulk_replay(
