@@ -9,6 +9,11 @@ offset 0 into a fresh schema) in a process of its own, so its peak RSS is its ow
 what it measured: no failed event, and exactly the expected rows (case results, decisions,
 routing tables) and offsets. Target: >= 100,000 events/s, peak RSS <= 250 MB per process.
 
+The machine is often shared, so it also prints what moves less with the load: the CPU
+seconds of the replay's processes (`client_cpu_s`, `loaders_cpu_s` for the spawned ones)
+and of its Postgres backends (`postgres_cpu_s`, a local server only), and the 1-minute
+load average before and after.
+
 `--keep` keeps the topics (and the schema); `--reuse PREFIX` replays topics a kept run left
 (the generator runs again, without producing, to know what to expect).
 """
@@ -205,7 +210,9 @@ async def main() -> None:
             f"{time.perf_counter() - t0:.1f}s (peak RSS {peak_rss_mb():.0f} MB)"
         )
     try:
+        load_before = os.getloadavg()[0]
         figures = await measure(base, prefix, schema)
+        figures["load_average_1m_before"] = round(load_before, 2)
     finally:
         if not args.keep:
             await drop(base, schema, None if args.reuse else prefix)
@@ -225,7 +232,8 @@ async def main() -> None:
             f"peak RSS: main process {figures['peak_rss_main_mb']} MB, largest loader process "
             f"{figures['peak_rss_loader_mb']} MB; CPU: client {figures['client_cpu_s']:.1f}s, "
             f"Postgres {figures['postgres_cpu_s']}s; "
-            f"1-min load average {figures['load_average_1m']}"
+            f"1-min load average {figures['load_average_1m_before']} before, "
+            f"{figures['load_average_1m']} after"
         )
         print(
             f"rows: {figures['case_results']:,} case results, {figures['decisions']:,} "
