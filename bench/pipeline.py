@@ -17,8 +17,10 @@ end-to-end run time (wall), the worker's peak RSS, and a breakdown of the slot t
   shell commands the tools ran. With the simulated provider a correct agentic draw runs
   the case's real reference solution (unit tests, mutation testing...), which can take
   seconds: that is the task's own work, not overhead;
-- orchestration overhead per case = wall x slots / cases - (model + task) per case: the
-  figure held to the target (<= 50 ms per case). It splits into
+- post-checks (decider): `post_check_ms`, the hidden checks a case runs in the container
+  after the agent finished (grading work, like the task time);
+- orchestration overhead per case = wall x slots / cases - (model + task + post-checks)
+  per case: the figure held to the target (<= 50 ms per case). It splits into
   - sandbox transport: `tool_wall_ms - tool_exec_ms` (round trips over the runner's
     stream of the tool calls, reads and writes included), workspace reset (`reset_ms`),
     container start per job (`container_start_ms`: what the job waited for its container,

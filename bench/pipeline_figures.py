@@ -43,6 +43,8 @@ class RunFigures:
     """Sum of CaseGraded.latency_ms (the cases' own wall time)."""
     model_ms: float
     task_ms: float = 0.0
+    post_check_ms: float = 0.0
+    """The hidden post-checks (grading that runs the case's checks in the container)."""
     tool_wall_ms: float = 0.0
     tool_calls: int = 0
     reset_ms: float = 0.0
@@ -83,9 +85,14 @@ class RunFigures:
         return total_ms / self.cases if self.cases else 0.0
 
     @property
+    def work_ms(self) -> float:
+        """The benchmark's own work: model calls, the tools' commands, the post-checks."""
+        return self.model_ms + self.task_ms + self.post_check_ms
+
+    @property
     def overhead_ms(self) -> float:
-        """Orchestration overhead per case: slot time beyond model and task time."""
-        return self.per_case(self.slot_ms - self.model_ms - self.task_ms)
+        """Orchestration overhead per case: slot time beyond the benchmark's own work."""
+        return self.per_case(self.slot_ms - self.work_ms)
 
     @property
     def transport_ms(self) -> float:
@@ -102,10 +109,11 @@ class RunFigures:
                 ),
             ]
         harness = self.busy_ms - self.model_ms - self.tool_wall_ms - self.reset_ms
-        bookkeeping = self.span_ms - self.start_ms - self.busy_ms
+        bookkeeping = self.span_ms - self.start_ms - self.busy_ms - self.post_check_ms
         return [
             ("model (provider calls)", self.model_ms),
             ("in-container task time (tool_exec)", self.task_ms),
+            ("in-container post-checks (hidden grading)", self.post_check_ms),
             ("sandbox: runner stream transport", self.transport_ms),
             ("sandbox: workspace reset", self.reset_ms),
             ("sandbox: container start (what each job waited)", self.start_ms),
@@ -213,6 +221,7 @@ def figures_for(
         fig.tool_wall_ms += _num(d, "tool_wall_ms")
         fig.tool_calls += int(_num(d, "tool_calls"))
         fig.reset_ms += _num(d, "reset_ms")
+        fig.post_check_ms += _num(d, "post_check_ms")
         task_by_case.setdefault(e.case_id, []).append(task)
         key = (e.job_id, d.get("job_attempt", ""))
         start, cold, span = jobs.get(key, (0.0, 0.0, 0.0))
@@ -244,16 +253,18 @@ def figures_for(
 def report(figures: list[RunFigures], say: Any = print) -> None:
     say(
         f"{'run':<11}{'models':>7}{'cases':>7}{'jobs':>6}{'run time s':>12}"
-        f"{'slot ms/case':>14}{'model':>9}{'task':>9}{'orch. overhead':>16}"
+        f"{'slot ms/case':>14}{'model':>9}{'task':>9}{'post':>8}{'orch. overhead':>16}"
     )
     for f in figures:
         say(
             f"{f.label:<11}{f.models:>7}{f.cases:>7}{f.jobs or '-':>6}{f.wall_s:>12.1f}"
             f"{f.per_case(f.slot_ms):>14.1f}{f.per_case(f.model_ms):>9.1f}"
-            f"{f.per_case(f.task_ms):>9.1f}{f.overhead_ms:>16.1f}"
+            f"{f.per_case(f.task_ms):>9.1f}{f.per_case(f.post_check_ms):>8.1f}"
+            f"{f.overhead_ms:>16.1f}"
         )
-    say("(ms per case; slot time = run time x slots; orchestration overhead = slot time")
-    say(f" per case - model - in-container task time; target <= {OVERHEAD_TARGET_MS:.0f} ms)")
+    say("(ms per case; slot time = run time x slots; orchestration overhead = slot time per")
+    say(" case - model - in-container task time - post-checks (the hidden grading commands);")
+    say(f" target <= {OVERHEAD_TARGET_MS:.0f} ms)")
     for f in figures:
         say()
         say(
@@ -277,7 +288,7 @@ def report(figures: list[RunFigures], say: Any = print) -> None:
             f"  last CaseGraded -> RunCompleted read: {f.completion_ms:.0f} ms; "
             f"end-to-end run time {f.wall_s:.1f} s"
         )
-        rest = f.slot_ms - f.model_ms - f.task_ms - sandbox - f.tail_ms
+        rest = f.slot_ms - f.work_ms - sandbox - f.tail_ms
         say(
             f"  orchestration overhead {f.overhead_ms:.1f} ms/case = sandbox "
             f"{f.per_case(sandbox):.1f} + slots idle at the run's tail "

@@ -191,22 +191,25 @@ class CaseExecutor:
             )
             # Tasks that change files are graded on the workspace too: the hidden
             # post-check runs in this container now that the agent has finished.
+            t_post = time.perf_counter()
             post = (
                 await run_post_check(sandbox, case)
                 if needs_post_check(case, result.answer)
                 else None
             )
-            await emit(self._graded(job, case, result, post, starts, t_job))
+            post_ms = (time.perf_counter() - t_post) * 1000.0 if post is not None else None
+            await emit(self._graded(job, case, result, (post, post_ms), starts, t_job))
 
     def _graded(
         self,
         job: CaseJob,
         case: DeciderCase,
         result: HarnessResult,
-        post: PostCheckRun | None,
+        post_run: tuple[PostCheckRun | None, float | None],
         starts: tuple[object, object],
         t_job: float,
     ) -> CaseGraded:
+        post, post_ms = post_run
         check = grade_decider_case(case, result.answer, post) if result.answer else None
         passed = bool(check and check.passed)
         return CaseGraded(
@@ -231,6 +234,7 @@ class CaseExecutor:
                 attempts=result.attempts,
                 check=check.detail if check else "no answer",
                 post_check=(None if post is None else grade_post_check(post).detail),
+                post_check_ms=_ms(post_ms),
                 transcript_tail=result.transcript_tail[-400:],
                 model_latency_ms=round(result.model_latency_ms, 1),
                 job_attempt=job.attempt,
