@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -40,9 +42,37 @@ def flavor_for(harness: HarnessName) -> CliFlavor:
     raise ValueError(f"{harness!r} is not an agent-CLI harness")
 
 
+SOCKET_ROOT = Path(tempfile.gettempdir()) / "provenroute-mp"
+STALE_AFTER_S = 600.0
+
+
 def socket_dir(job_key: str) -> Path:
     digest = hashlib.sha256(job_key.encode("utf-8")).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "provenroute-mp" / digest
+    return SOCKET_ROOT / digest
+
+
+def sweep_stale_socket_dirs(root: Path = SOCKET_ROOT, stale_after_s: float = STALE_AFTER_S) -> int:
+    """Remove socket directories a killed process left behind: older than `stale_after_s`
+    and with nobody listening on their socket. Returns how many went."""
+    removed = 0
+    now = time.time()
+    for directory in root.glob("*") if root.is_dir() else ():
+        try:
+            if now - directory.stat().st_mtime < stale_after_s:
+                continue
+        except OSError:
+            continue
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(directory / SOCKET_NAME))
+            continue  # a live proxy
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def settings_secrets(settings: Settings) -> list[str]:
@@ -64,6 +94,7 @@ async def cli_job(
     sandbox_factory: CliSandboxFactory | None = None,
 ) -> AsyncIterator[tuple[CliHarness, Sandbox]]:
     """The job's harness and its started sandbox; everything is removed on exit."""
+    sweep_stale_socket_dirs()
     directory = socket_dir(job_key)
     shutil.rmtree(directory, ignore_errors=True)  # a previous attempt's leftovers
     directory.mkdir(parents=True, mode=0o755)

@@ -245,3 +245,23 @@ async def test_through_the_simulated_provider_the_case_header_drives_the_draw(so
     (call,) = res.json()["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == "bash"
     assert meter.cost_usd is not None and meter.cost_usd == res.json()["usage"]["cost"]
+
+
+async def test_stale_socket_dirs_are_swept_live_ones_kept(
+    upstream: tuple[Upstream, str], tmp_path: Path
+) -> None:
+    import os
+
+    from streams.cli_job import sweep_stale_socket_dirs
+
+    _, url = upstream
+    live, dead, fresh = (tmp_path / n for n in ("live", "dead", "fresh"))
+    for d in (live, dead, fresh):
+        d.mkdir()
+    (dead / "model.sock").touch()  # what a killed worker leaves: a socket nobody serves
+    old = time.time() - 3600
+    async with ModelProxy(live / "model.sock", base_url=url, api_key=SecretStr(KEY), model="m"):
+        for d in (live, dead):
+            os.utime(d, (old, old))
+        assert sweep_stale_socket_dirs(tmp_path) == 1
+    assert live.exists() and fresh.exists() and not dead.exists()
