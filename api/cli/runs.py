@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,19 @@ def load_config_file(path: Path) -> BenchmarkConfig:
         raise typer.BadParameter(f"invalid config in {path}: {problems}") from e
 
 
-async def await_outcome(reader: EventReader, command_id: str, timeout_s: float) -> EventBase:
+async def await_outcome(
+    reader: EventReader,
+    command_id: str,
+    timeout_s: float,
+    seen: Callable[[EventBase], None] | None = None,
+) -> EventBase:
+    """The command's answer. The worker sends it after the events it answers for (a run's
+    RunStarted, a saved config), so those pass by first: `seen` gets each of them."""
     async for ev in reader.follow(timeout_s):
         if ev.correlation_id == command_id and isinstance(ev, CommandAccepted | CommandRejected):
             return ev
+        if seen is not None:
+            seen(ev)
     raise TimeoutError  # pragma: no cover - follow raises first
 
 
@@ -196,11 +206,11 @@ def run_start(
     async def go() -> RunView | CommandRejected:
         async with EventReader(settings, from_end=True) as reader:
             await post_command(settings, command)
-            outcome = await await_outcome(reader, command.command_id, 60.0)
+            view = RunView(run_id)
+            outcome = await await_outcome(reader, command.command_id, 60.0, seen=view.apply)
             if isinstance(outcome, CommandRejected):
                 return outcome
             console.print(f"run [bold]{run_id}[/] started ({kind}{', forced' if force else ''})")
-            view = RunView(run_id)
             if not wait:
                 return view
             with Progress(
