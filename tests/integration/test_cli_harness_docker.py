@@ -188,9 +188,9 @@ async def test_a_planted_key_is_nowhere_in_the_container_or_the_results(
         )
         assert result.answer and result.steps >= 1  # the run really went through the proxy
         scan = await sandbox.exec(
-            # The marker is assembled at run time: a literal would sit in this very
-            # command line under /proc and match itself.
-            "set +e; k=$(printf '%s%s' PLAN TED); "
+            # A bracket pattern never matches its own text, so neither this shell's
+            # command line nor grep's (both under /proc while cat reads) counts itself.
+            "set +e; k='PLAN[T]ED'; "
             'grep -rIl -e "$k" /tmp /home /workspace /run /var /etc /opt/provenroute '
             "2>/dev/null; "
             "cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' "
