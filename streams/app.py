@@ -11,6 +11,8 @@ events, job retries or dead letters.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,12 +27,19 @@ from streams.agents.aggregator import Aggregator
 from streams.agents.case_jobs import CaseJobAgent, Emit, JobExecutor
 from streams.agents.channels import Channels
 from streams.agents.commands import CommandAgent
+from streams.heartbeats import HeartbeatBoard
 from streams.history import ModelHistory
+from streams.janitor import remove_stale_containers, track_on_board
+from streams.topics import WORKER_HEARTBEATS
 
 __all__ = ["Emit", "JobExecutor", "Worker", "run_worker"]
 
 SWEEP_INTERVAL_S = 5.0
 """How often each worker nudges its runs' partitions to re-check unfinished runs."""
+JANITOR_INTERVAL_S = 30.0
+"""How often each worker removes the job containers of workers that stopped beating."""
+
+log = logging.getLogger("provenroute.worker")
 
 
 class _IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
@@ -84,6 +93,9 @@ class Worker:
             self.app, self.channels, clock, case_ids, settings.run_max_ungraded_share
         )
         self.history = ModelHistory(settings)
+        self.board = HeartbeatBoard(
+            settings.kafka_bootstrap, settings.topic(WORKER_HEARTBEATS.name)
+        )
         self.commands = CommandAgent(
             self.app,
             self.channels,
@@ -100,6 +112,7 @@ class Worker:
             progress=self.aggregator.run_progress,
             job_slots=settings.worker_job_slots,
             clock=clock,
+            fence=self.board,
         )
         self.app.agent(self.channels.commands, name="commands")(self.commands.run)
         self.app.agent(self.channels.case_jobs, name="case-jobs")(self.case_jobs.run)
@@ -110,6 +123,8 @@ class Worker:
         )
         self.app.agent(runs_in, name="aggregator")(self.aggregator.run)
         self.app.timer(SWEEP_INTERVAL_S, name="run-sweep")(self._tick_owned_partitions)
+        self.app.task(self._start_board)
+        self.app.timer(JANITOR_INTERVAL_S, name="janitor")(self._sweep_containers)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
@@ -123,8 +138,36 @@ class Worker:
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.aggregator.forget_cached()
 
+    async def _start_board(self) -> None:
+        await self.board.start()
+        track_on_board(self.board.live_set)
+
+    async def _sweep_containers(self) -> None:
+        if not self.board.ready.is_set():
+            return
+        await self.board.sync()
+        try:
+            removed = await asyncio.to_thread(_sweep, self.board.live_set())
+        except Exception as e:  # no Docker here (a classifier-only host): nothing to sweep
+            log.debug("container sweep skipped: %s", e)
+            return
+        if removed:
+            log.warning("removed %d job containers of stopped workers: %s", len(removed), removed)
+
     async def _on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.history.stop()
+        track_on_board(None)
+        await self.board.stop()
+
+
+def _sweep(board: Any) -> list[str]:
+    import docker
+
+    client = docker.from_env(timeout=10)
+    try:
+        return remove_stale_containers(client, board)
+    finally:
+        client.close()
 
 
 def run_worker(worker: Worker, loglevel: str = "info") -> None:

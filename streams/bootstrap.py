@@ -11,7 +11,9 @@ from infra.provider.conditions import probe_conditions
 from infra.settings import Settings
 from streams.app import Worker
 from streams.execution import CaseExecutor
+from streams.heartbeats import read_live_set
 from streams.kafka_admin import ensure_topics
+from streams.topics import WORKER_HEARTBEATS
 
 log = logging.getLogger("provenroute.worker")
 
@@ -27,9 +29,12 @@ def prepare_host(settings: Settings) -> None:
 
         from streams.janitor import remove_stale_containers
 
+        board = asyncio.run(
+            read_live_set(settings.kafka_bootstrap, settings.topic(WORKER_HEARTBEATS.name))
+        )
         client = docker.from_env(timeout=10)
         try:
-            removed = remove_stale_containers(client)
+            removed = remove_stale_containers(client, board)
             if removed:
                 log.warning("removed %d job containers of dead workers", len(removed))
             client.images.get(settings.docker_image)

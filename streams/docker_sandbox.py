@@ -32,9 +32,11 @@ from typing import Any
 
 from streams.janitor import (
     LABEL_CREATED,
+    LABEL_HEARTBEATS,
     LABEL_JOB,
     LABEL_MANAGED,
     LABEL_WORKER,
+    current_board,
     default_worker_id,
     worker_is_dead,
 )
@@ -135,6 +137,11 @@ class DockerSandbox(ManagedSandbox):
             LABEL_WORKER: self.worker_id,
             LABEL_JOB: job_key,
         }
+        self._board = current_board()
+        """Who is alive, read on the loop at construction (the blocking code runs in
+        threads); refreshed before a claim."""
+        if self._board is not None and worker_id is None:
+            self.labels[LABEL_HEARTBEATS] = self._board.topic
         self.warmup_enabled = warmup
         self.model_socket_dir = model_socket_dir
         """Host directory of the job's model-proxy socket, bind-mounted read-only at
@@ -215,6 +222,7 @@ class DockerSandbox(ManagedSandbox):
         takes the job's name, with the same conflict rules as a container created for it."""
         container = self._require_container()
         name = container_name(job_key)
+        self._board = current_board()
         await asyncio.to_thread(self._rename_blocking, container, name)
         self.job_key, self.name = job_key, name
 
@@ -392,11 +400,19 @@ class DockerSandbox(ManagedSandbox):
             return
         if own_id is not None and other.id == own_id:
             return
-        owner = (other.labels or {}).get(LABEL_WORKER)
+        other_labels = other.labels or {}
+        owner = other_labels.get(LABEL_WORKER)
+        board = self._board
+        # The heartbeat board decides for a container tracked on it; else only a pid can.
+        live = (
+            board.workers
+            if board is not None and other_labels.get(LABEL_HEARTBEATS) == board.topic
+            else None
+        )
         if owner == self.worker_id:
             if any(s is not self and s.name == name for s in list(_LIVE)):
                 raise SandboxError(f"job {name} is already running in this worker")
-        elif not worker_is_dead(owner):
+        elif not worker_is_dead(owner, live):
             raise SandboxError(f"job {name} already has a live container ({owner})")
         log.info("removing leftover container %s of worker %s", name, owner)
         with contextlib.suppress(NotFound):

@@ -1,9 +1,16 @@
 """Labels of job containers, worker identity, and removal of containers of dead workers.
 
-Every job container carries `provenroute.managed=true`, `provenroute.worker=<host:pid>`
-and `provenroute.job=<job key>`. A worker removes its own containers on every path it
+Every job container carries `provenroute.managed=true`, `provenroute.worker=<worker id>`
+and `provenroute.job=<job key>`; a worker's containers also name the heartbeat topic it
+beats on (`provenroute.heartbeats`). A worker removes its own containers on every path it
 controls; the janitor handles the one it cannot: a worker killed with SIGKILL (or a host
 crash) leaves containers running, and any worker's janitor sweep removes them.
+
+Who is dead: for a container tracked on the sweeper's heartbeat topic, a worker whose beats
+stopped (streams.heartbeats) — this holds across hosts, and for a worker restarted in a
+container whose hostname and pid (1) repeat. A worker id is `host:pid:instance`, the
+instance drawn at process start, so a restarted worker never passes for its predecessor.
+For untracked containers (a one-off sandbox, `harness try`) only a pid on this host can tell.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -22,18 +31,51 @@ LABEL_WORKER = "provenroute.worker"
 LABEL_JOB = "provenroute.job"
 LABEL_CREATED = "provenroute.created"
 """Unix time the container was created at (seconds, as text)."""
+LABEL_HEARTBEATS = "provenroute.heartbeats"
+"""The heartbeat topic the container's worker beats on."""
+
+TRACKED_GRACE_S = 30.0
+"""A tracked container this young is kept even if its worker is not on the board yet: the
+sweeper's read of the board may trail the worker's first beat."""
+
+_INSTANCE = uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class LiveSet:
+    """The workers beating on `topic`, as one sweeper read them."""
+
+    topic: str
+    workers: frozenset[str]
+
+
+_board: Callable[[], LiveSet] | None = None
+
+
+def track_on_board(board: Callable[[], LiveSet] | None) -> None:
+    """Make this process's job containers tracked on a heartbeat board (the worker calls it
+    once its board is started; one board per process, as there is one worker id)."""
+    global _board
+    _board = board
+
+
+def current_board() -> LiveSet | None:
+    return _board() if _board is not None else None
 
 
 def default_worker_id() -> str:
-    """`hostname:pid` of this process: unique per live worker, checkable on its own host."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`hostname:pid:instance` of this process: unique per process start, even where the
+    hostname and the pid repeat (a restarted container's pid is 1 again)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_INSTANCE}"
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, int] | None:
-    host, sep, pid = worker_id.rpartition(":")
-    if not sep or not host or not pid.isdigit():
-        return None
-    return host, int(pid)
+    """(host, pid) of `host:pid` or `host:pid:instance`."""
+    parts = worker_id.split(":")
+    for host, pid in ((":".join(parts[:-2]), parts[-2:-1]), (":".join(parts[:-1]), parts[-1:])):
+        if host and pid and pid[0].isdigit():
+            return host, int(pid[0])
+    return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -56,9 +98,9 @@ def worker_is_dead(
 ) -> bool:
     """Whether the containers of `worker_id` are safe to remove.
 
-    Alive if listed in `live_worker_ids`. Otherwise a worker of this host is dead when its
-    pid no longer exists; a worker of another host is dead only when the caller passed an
-    explicit live set (from which it is absent) — without one we cannot know, so we keep it.
+    With a live set (the heartbeat board) it decides: absent means dead. Without one, only
+    a worker of this host whose pid no longer exists is known dead; anything else is kept.
+    A pid gone on this host is dead either way.
     """
     live = set(live_worker_ids) if live_worker_ids is not None else None
     if worker_id is None:
@@ -67,14 +109,30 @@ def worker_is_dead(
         return False
     parsed = parse_worker_id(worker_id)
     this_host = hostname if hostname is not None else socket.gethostname()
-    if parsed is not None and parsed[0] == this_host:
-        return not pid_alive(parsed[1])
+    if parsed is not None and parsed[0] == this_host and not pid_alive(parsed[1]):
+        return True
     return live is not None
+
+
+def container_is_stale(
+    labels: dict[str, str], board: LiveSet | None, now: float, grace_s: float = TRACKED_GRACE_S
+) -> bool:
+    """The janitor's rule for one container (see the module doc)."""
+    worker = labels.get(LABEL_WORKER)
+    if board is not None and labels.get(LABEL_HEARTBEATS) == board.topic:
+        try:
+            young = now - float(labels.get(LABEL_CREATED, "")) < grace_s
+        except ValueError:
+            young = False
+        if young and worker is not None and not worker_is_dead(worker):
+            return False
+        return worker_is_dead(worker, board.workers)
+    return worker is not None and worker_is_dead(worker)
 
 
 def remove_stale_containers(
     client: Any,
-    live_worker_ids: Iterable[str] | None = None,
+    board: LiveSet | None = None,
     *,
     max_age_s: float | None = None,
     now: float | None = None,
@@ -85,7 +143,6 @@ def remove_stale_containers(
     names of the containers removed. Failures to remove one container are logged and the
     sweep goes on.
     """
-    live = list(live_worker_ids) if live_worker_ids is not None else None
     now = time.time() if now is None else now
     removed: list[str] = []
     from docker.errors import APIError, NotFound
@@ -96,7 +153,7 @@ def remove_stale_containers(
         labels = c.get("Labels") or {}
         name = (c.get("Names") or [c["Id"]])[0].lstrip("/")
         worker = labels.get(LABEL_WORKER)
-        stale = worker_is_dead(worker, live)
+        stale = container_is_stale(labels, board, now)
         if not stale and max_age_s is not None:
             try:
                 stale = now - float(labels.get(LABEL_CREATED, "")) > max_age_s

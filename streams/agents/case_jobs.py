@@ -19,12 +19,14 @@ from contracts.events import CaseGraded, CaseJobDeadLettered
 from contracts.ids import derive_id
 from contracts.jobs import MAX_JOB_ATTEMPTS, CaseJob
 from contracts.run_progress import RunProgress, result_key
-from streams.agents.channels import Channels
+from streams.agents.channels import Channels, delivered
 
 log = logging.getLogger("provenroute.worker")
 
 RETRY_BACKOFF_S = 2.0
 """A failed job is re-sent after attempt x this many seconds."""
+FENCE_POLL_S = 1.0
+"""How often a copy held by another worker looks again whether it may run."""
 
 Emit = Callable[[CaseGraded], Awaitable[None]]
 
@@ -35,6 +37,20 @@ class JobExecutor(Protocol):
     Raising means the job failed (it is retried, then dead-lettered)."""
 
     async def execute(self, job: CaseJob, emit: Emit, skip: frozenset[str]) -> None: ...
+
+
+class JobFence(Protocol):
+    """Who runs which job across workers (streams.heartbeats.HeartbeatBoard)."""
+
+    worker_id: str
+    ready: asyncio.Event
+
+    def job_started(self, job_id: str) -> None: ...
+    def job_ended(self, job_id: str, attempt: int | None) -> None: ...
+    async def beat(self) -> None: ...
+    async def sync(self) -> None: ...
+    def claim_holder(self, job_id: str) -> str | None: ...
+    def handled_elsewhere(self, job_id: str, attempt: int) -> str | None: ...
 
 
 class CaseJobAgent:
@@ -48,8 +64,10 @@ class CaseJobAgent:
         progress: Callable[[str], RunProgress | None],
         job_slots: int,
         clock: Callable[[], str],
+        fence: JobFence | None = None,
     ) -> None:
         self.channels = channels
+        self.fence = fence
         self.executor = executor
         self.progress = progress
         self.job_slots = job_slots
@@ -105,6 +123,9 @@ class CaseJobAgent:
             # No per-process cap by run here: the run's owner releases at most maxConcurrency
             # of its jobs at once across all workers (streams.agents.aggregator).
             await self._run_job(job)
+        except Exception:  # a bug here must show, not vanish into an unread task
+            log.exception("case job task failed")
+            raise
         finally:
             slots.release()
 
@@ -117,11 +138,15 @@ class CaseJobAgent:
     async def _run_job(self, job: CaseJob) -> None:
         # At-least-once delivery can hand this worker two copies of one job (a redelivery
         # and its retry): they run one after the other, so the second finds the first's
-        # results instead of fighting it for the job's container.
+        # results instead of fighting it for the job's container. Across workers the
+        # fence does the same.
         lock = self._job_locks.get(job.job_id)
         if lock is None:
             lock = self._job_locks[job.job_id] = asyncio.Lock()
         async with lock:
+            if self.fence is not None and not await self._claim(self.fence, job):
+                return
+            handled: int | None = job.attempt
             try:
                 progress = self.progress(job.run_id)
                 if progress is not None and progress.completed:
@@ -129,13 +154,61 @@ class CaseJobAgent:
                 done = set(progress.outcomes) if progress else set()
                 if all(result_key(job.model, c, job.rep) in done for c in job.case_ids):
                     return  # a redelivered job whose results are all in
+                deliveries: list[Any] = []
+
+                async def emit(event: CaseGraded) -> None:
+                    deliveries.append(await self.channels.submit_event(event))
+
                 await self.executor.execute(
                     job,
-                    self.channels.send_event,
+                    emit,
                     frozenset(c for c in job.case_ids if result_key(job.model, c, job.rep) in done),
                 )
+                # "Handled" goes on the board only once the broker holds every result: a
+                # copy elsewhere skips this attempt on that word alone.
+                for pending in deliveries:
+                    await delivered(pending)
+                log.info("job %s #%d done: %d results", job.job_id, job.attempt, len(deliveries))
+            except asyncio.CancelledError:
+                handled = None  # not handled: its redelivered copy must run
+                raise
             except Exception as e:
                 await self._job_failed(job, e)
+            finally:
+                if self.fence is not None:
+                    self.fence.job_ended(job.job_id, handled)
+
+    async def _claim(self, fence: JobFence, job: CaseJob) -> bool:
+        """Announce the job on the board and run it only when no other live worker holds
+        it; skip it once another worker has handled this attempt (True: run it here)."""
+        await fence.ready.wait()
+        waiting_on: str | None = None
+        polls = 0
+        while True:
+            fence.job_started(job.job_id)
+            try:
+                await fence.beat()
+                await fence.sync()
+            except Exception as e:  # the board is unreachable: look again, never drop the job
+                fence.job_ended(job.job_id, None)
+                log.warning("job %s: heartbeat board unavailable (%s); retrying", job.job_id, e)
+                await asyncio.sleep(FENCE_POLL_S)
+                continue
+            elsewhere = fence.handled_elsewhere(job.job_id, job.attempt)
+            holder = fence.claim_holder(job.job_id)
+            if elsewhere is None and holder in (None, fence.worker_id):
+                if waiting_on is not None:
+                    log.info("job %s: %s let it go; running it here", job.job_id, waiting_on)
+                return True
+            fence.job_ended(job.job_id, None)
+            if elsewhere is not None:
+                log.info("job %s #%d already handled by %s", job.job_id, job.attempt, elsewhere)
+                return False
+            polls += 1
+            if holder != waiting_on or polls % 30 == 0:
+                log.info("job %s is running on %s; this copy waits for it", job.job_id, holder)
+                waiting_on = holder
+            await asyncio.sleep(FENCE_POLL_S)
 
     async def _job_failed(self, job: CaseJob, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"[:2000]
@@ -147,15 +220,17 @@ class CaseJobAgent:
                 # A pause before the retry, so a passing outage is not burnt through at once.
                 await asyncio.sleep(RETRY_BACKOFF_S * job.attempt)
                 retry = job.model_copy(update={"attempt": job.attempt + 1})
-                await self.channels.case_jobs.send(
-                    key=job.job_id.encode(), value=retry.model_dump_json().encode()
+                await delivered(
+                    await self.channels.case_jobs.send(
+                        key=job.job_id.encode(), value=retry.model_dump_json().encode()
+                    )
                 )
                 return
             log.error("job %s dead-lettered after %d attempts: %s", job.job_id, job.attempt, reason)
             await self.channels.case_jobs_dlq.send(
                 key=job.job_id.encode(), value=job.model_dump_json().encode()
             )
-            await self.channels.send_event(
+            await self.channels.deliver_event(
                 CaseJobDeadLettered(
                     event_id=derive_id("CaseJobDeadLettered", job.job_id),
                     occurred_at=self.clock(),

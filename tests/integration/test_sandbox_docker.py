@@ -31,9 +31,12 @@ from streams.docker_sandbox import (
     image_input_hash,
 )
 from streams.janitor import (
+    LABEL_HEARTBEATS,
     LABEL_JOB,
     LABEL_MANAGED,
     LABEL_WORKER,
+    LiveSet,
+    default_worker_id,
     remove_stale_containers,
     worker_is_dead,
 )
@@ -85,7 +88,7 @@ async def test_container_shape_and_basic_operations(
     assert config["User"] == "10001:10001"
     assert config["Labels"][LABEL_MANAGED] == "true"
     assert config["Labels"][LABEL_JOB] == f"test-{run_id}:sim/model:0:0"
-    assert config["Labels"][LABEL_WORKER] == f"{socket.gethostname()}:{os.getpid()}"
+    assert config["Labels"][LABEL_WORKER] == default_worker_id()
     assert not any(e.startswith("PROVENROUTE_PROVIDER") for e in config["Env"] or [])
     assert sandbox.warmup_info and sandbox.warmup_info["ok"]
     assert {t.rsplit("/", 1)[-1] for t in sandbox.warmup_info["tools"]} == {
@@ -336,6 +339,7 @@ async def test_janitor_removes_containers_of_dead_workers_only(client: Any, run_
     dead = subprocess.Popen(["true"])
     dead.wait()
     dead_id = f"{socket.gethostname()}:{dead.pid}"
+    topic = f"test-{run_id}.worker-heartbeats"
     orphan = DockerSandbox(
         f"test-{run_id}:orphan:0:0",
         client=client,
@@ -346,11 +350,12 @@ async def test_janitor_removes_containers_of_dead_workers_only(client: Any, run_
     live = DockerSandbox(
         f"test-{run_id}:live:0:0", client=client, labels={TEST_LABEL: run_id}, warmup=False
     )
+    # A worker of another host, tracked on a heartbeat board: the board decides.
     remote = DockerSandbox(
         f"test-{run_id}:remote:0:0",
         client=client,
-        labels={TEST_LABEL: run_id},
-        worker_id="other-host:1",
+        labels={TEST_LABEL: run_id, LABEL_HEARTBEATS: topic},
+        worker_id="other-host:1:0a1b2c3d",
         warmup=False,
     )
     await orphan.start()
@@ -358,9 +363,10 @@ async def test_janitor_removes_containers_of_dead_workers_only(client: Any, run_
     await remote.start()
     names = {orphan.name, live.name, remote.name}
 
-    def sweep(*live_ids: str) -> list[str]:
+    def sweep(*live_ids: str, later_s: float = 0.0) -> list[str]:
         # The host is shared: the sweep may also take other dead workers' leftovers.
-        removed = remove_stale_containers(client, list(live_ids) if live_ids else None)
+        board = LiveSet(topic, frozenset(live_ids)) if live_ids else None
+        removed = remove_stale_containers(client, board, now=time.time() + later_s)
         return [n for n in removed if n in names]
 
     try:
@@ -377,10 +383,13 @@ async def test_janitor_removes_containers_of_dead_workers_only(client: Any, run_
         with pytest.raises(SandboxError, match="live container"):
             await retry.start()
         assert len(ours(client, run_id)) == 2
-        # workers of other hosts: dead only when an explicit live set (from the cluster)
-        # leaves them out; a live local pid always wins
-        assert await asyncio.to_thread(sweep, "other-host:1") == []
-        assert await asyncio.to_thread(sweep, "other-host:2") == [remote.name]
+        # tracked: kept while its worker beats, and while young (the sweeper's read of the
+        # board may trail a new worker's first beat); removed once it stopped beating.
+        # The untracked live one is this process's: only its pid counts.
+        assert await asyncio.to_thread(sweep, "other-host:1:0a1b2c3d", later_s=60) == []
+        assert await asyncio.to_thread(sweep, "other-host:2:0a1b2c3d") == []
+        assert await asyncio.to_thread(sweep, "other-host:2:0a1b2c3d", later_s=60) == [remote.name]
+        assert [c.name for c in ours(client, run_id)] == [live.name]
     finally:
         await orphan.close()
         await live.close()
@@ -412,13 +421,20 @@ async def test_a_dead_workers_leftover_is_replaced_by_the_retried_job(
 
 
 def test_worker_liveness_rules() -> None:
-    me = f"{socket.gethostname()}:{os.getpid()}"
+    me = default_worker_id()
+    host, pid, instance = me.split(":")
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid()) and len(instance) == 8
     gone = subprocess.Popen(["true"])
     gone.wait()
     dead = f"{socket.gethostname()}:{gone.pid}"
-    assert not worker_is_dead(me) and not worker_is_dead(me, [])
-    assert worker_is_dead(dead) and worker_is_dead(dead, [dead + "x"])
+    assert not worker_is_dead(me) and not worker_is_dead(f"{socket.gethostname()}:{os.getpid()}")
+    # with a board, it decides: a live pid does not save an id that stopped beating (a
+    # restarted worker in a container has pid 1 again, under another instance)
+    assert worker_is_dead(me, []) and not worker_is_dead(me, [me])
+    assert worker_is_dead(dead) and worker_is_dead(dead + ":0a1b2c3d")
+    assert worker_is_dead(dead, [dead + "x"])
     assert not worker_is_dead("elsewhere:12")  # unknown host, no live set: keep
+    assert not worker_is_dead("elsewhere:12:abcd")
     assert worker_is_dead("elsewhere:12", ["elsewhere:13"])
     assert not worker_is_dead("elsewhere:12", ["elsewhere:12"])
     assert not worker_is_dead(None) and worker_is_dead(None, [])
