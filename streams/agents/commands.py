@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 import orjson
+from tenacity import AsyncRetrying, before_sleep_log, stop_after_attempt, wait_exponential
 
 from contracts.codec import DecodeError, decode_command, decode_event, encode_event
 from contracts.command_decider import (
@@ -35,6 +36,9 @@ from streams import topics as specs
 from streams.agents.channels import Channels, json_schema
 
 log = logging.getLogger("provenroute.worker")
+
+HANDLE_ATTEMPTS = 4
+"""Tries at handling one command before it is rejected with the internal error."""
 
 
 class CommandAgent:
@@ -80,7 +84,17 @@ class CommandAgent:
                 await self._safe_reject(_command_id_of(raw), e.type_name, e.reason, raw, where)
                 continue
             try:
-                await self.handle(command)
+                # A transient fault (a table's changelog not yet in the metadata of a fresh
+                # cluster, a leader election) must not reject a valid command: handling is
+                # safe to repeat (a decided command is only re-sent), so try again first.
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(HANDLE_ATTEMPTS),
+                    wait=wait_exponential(multiplier=0.5, max=4),
+                    before_sleep=before_sleep_log(log, logging.WARNING),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self.handle(command)
             except Exception as e:  # nothing escapes: the command is answered with a reason
                 log.exception("command handling failed")
                 await self._safe_reject(
