@@ -1,17 +1,28 @@
 """Run-wide pacing of case jobs: which of a run's planned jobs may be on the job topic now.
 
-The run's owner (the aggregator, single writer of the run's progress) releases jobs in plan
-order and keeps at most the snapshot's `maxConcurrency` released-but-unfinished at any
-moment, however many workers share the job topic. A job is finished once each of its
-(model, case, rep) results is graded or dead-lettered.
+The run's owner (the aggregator, single writer of the run's progress) keeps at most the
+snapshot's `maxConcurrency` released-but-unfinished jobs at any moment, however many
+workers share the job topic. A job is finished once each of its (model, case, rep) results
+is graded or dead-lettered.
+
+Which job goes next (`release_order`): the slots of a run stay busy only until its last
+job ends, so a long job released late leaves the other slots idle while it finishes (the
+run's tail). The cases' own durations are measured by the run as it goes (every result
+carries its case's wall time, and a case costs alike for every model within a factor),
+so the owner releases first each job with a case not measured yet (in plan order: the
+first model's jobs, as before, measure the dataset), then the rest longest-expected first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from contracts.jobs import CaseJob, plan_jobs
 from contracts.run_progress import RunProgress, result_key
+
+MODEL_PRIOR_CASES = 5.0
+"""How many cases' worth of evidence a model's speed factor starts from (at 1.0): one odd
+result does not move a model's every job to the front or the back."""
 
 
 def run_plan(p: RunProgress, case_ids: Sequence[str]) -> list[CaseJob]:
@@ -45,27 +56,102 @@ def job_finished(p: RunProgress, job: CaseJob) -> bool:
     )
 
 
-def admit(
-    p: RunProgress, plan: Sequence[CaseJob], released: int, open_jobs: frozenset[int]
-) -> tuple[int, frozenset[int]]:
-    """Extend the released prefix of `plan` while fewer than maxConcurrency jobs are open.
+def expected_job_ms(p: RunProgress, jobs: Iterable[CaseJob]) -> list[float | None]:
+    """Each job's expected wall time from the run's results so far; None when one of its
+    cases has no result yet (nothing to go on).
 
-    `open_jobs` are indices below `released` not yet finished (the caller keeps them so
-    each event re-checks a handful of jobs, not the whole plan). Returns the new
-    `released` and open set; the caller sends `plan[old_released:new_released]`'s open
-    members.
+    A case's cost is its mean latency over every model and repetition graded so far; a
+    model's factor is how much slower or faster than those means its own results were
+    (shrunk towards 1 by MODEL_PRIOR_CASES cases' worth of evidence)."""
+    case_sum: dict[str, float] = {}
+    case_n: dict[str, int] = {}
+    for o in p.outcomes.values():
+        case_sum[o.case_id] = case_sum.get(o.case_id, 0.0) + o.latency_ms
+        case_n[o.case_id] = case_n.get(o.case_id, 0) + 1
+    case_ms = {c: s / case_n[c] for c, s in case_sum.items()}
+    prior = MODEL_PRIOR_CASES * (sum(case_ms.values()) / len(case_ms) if case_ms else 0.0)
+    own: dict[str, float] = {}
+    typical: dict[str, float] = {}
+    for o in p.outcomes.values():
+        own[o.model] = own.get(o.model, 0.0) + o.latency_ms
+        typical[o.model] = typical.get(o.model, 0.0) + case_ms[o.case_id]
+    out: list[float | None] = []
+    for job in jobs:
+        if any(c not in case_ms for c in job.case_ids):
+            out.append(None)
+            continue
+        factor = (
+            (own.get(job.model, 0.0) + prior) / (typical.get(job.model, 0.0) + prior)
+            if prior > 0
+            else 1.0
+        )
+        out.append(factor * sum(case_ms[c] for c in job.case_ids))
+    return out
+
+
+def release_order(p: RunProgress, plan: Sequence[CaseJob], candidates: Iterable[int]) -> list[int]:
+    """`candidates` (indices into `plan`) in the order they should be released: jobs with a
+    case not measured yet first, in plan order; then the longest expected first (to the
+    millisecond; ties in plan order). Pure: the same progress gives the same order."""
+    indices = sorted(set(candidates))
+    estimates = expected_job_ms(p, (plan[i] for i in indices))
+    keyed = [
+        ((0, 0, i) if est is None else (1, -round(est), i))
+        for i, est in zip(indices, estimates, strict=True)
+    ]
+    return [i for *_, i in sorted(keyed)]
+
+
+def admit(
+    p: RunProgress, plan: Sequence[CaseJob], released: frozenset[int], open_jobs: frozenset[int]
+) -> tuple[frozenset[int], frozenset[int], tuple[int, ...]]:
+    """Release more of `plan` while fewer than maxConcurrency jobs are open.
+
+    `released` are the plan indices released so far, `open_jobs` those of them not yet
+    finished (the caller keeps them so each event re-checks a handful of jobs, not the
+    whole plan). Returns the new released and open sets, and the indices to send now, in
+    `release_order`. A job found finished before its release (a crash after its send,
+    before the release was recorded) counts as released and is not sent again.
     """
     if p.completed or p.config is None:
-        return released, frozenset()
+        return released, frozenset(), ()
     limit = p.config.maxConcurrency
     still = {i for i in open_jobs if not job_finished(p, plan[i])}
-    while released < len(plan) and len(still) < limit:
-        if not job_finished(p, plan[released]):
-            still.add(released)
-        released += 1
-    return released, frozenset(still)
+    if len(still) >= limit or len(released) >= len(plan):
+        return released, frozenset(still), ()
+    now = set(released)
+    send: list[int] = []
+    for i in release_order(p, plan, (i for i in range(len(plan)) if i not in released)):
+        if job_finished(p, plan[i]):
+            now.add(i)
+        elif len(still) < limit:
+            now.add(i)
+            still.add(i)
+            send.append(i)
+    return frozenset(now), frozenset(still), tuple(send)
 
 
-def open_jobs_of(p: RunProgress, plan: Sequence[CaseJob], released: int) -> frozenset[int]:
+def open_jobs_of(
+    p: RunProgress, plan: Sequence[CaseJob], released: frozenset[int]
+) -> frozenset[int]:
     """The open set after a restart: released jobs not finished yet."""
-    return frozenset(i for i in range(min(released, len(plan))) if not job_finished(p, plan[i]))
+    return frozenset(i for i in released if i < len(plan) and not job_finished(p, plan[i]))
+
+
+def encode_released(released: frozenset[int]) -> str:
+    """The released set as stored (the aggregator's `released` table): a hex bitmask, bit i
+    for plan index i (2,400 jobs fit in 600 characters)."""
+    return format(sum(1 << i for i in released), "x")
+
+
+def decode_released(stored: object) -> frozenset[int]:
+    """What `encode_released` stored; an int is the older shape, a released prefix of the
+    plan (jobs were released in plan order); nothing stored is nothing released."""
+    if isinstance(stored, bool) or stored is None:
+        return frozenset()
+    if isinstance(stored, int):
+        return frozenset(range(stored))
+    if isinstance(stored, str) and stored:
+        mask = int(stored, 16)
+        return frozenset(i for i in range(mask.bit_length()) if mask >> i & 1)
+    return frozenset()
