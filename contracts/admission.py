@@ -8,9 +8,10 @@ is graded or dead-lettered.
 Which job goes next (`release_order`): the slots of a run stay busy only until its last
 job ends, so a long job released late leaves the other slots idle while it finishes (the
 run's tail). The cases' own durations are measured by the run as it goes (every result
-carries its case's wall time, and a case costs alike for every model within a factor),
-so the owner releases first each job with a case not measured yet (in plan order: the
-first model's jobs, as before, measure the dataset), then the rest longest-expected first.
+carries its case's wall time and post-check time, and a case costs alike for every model
+within a factor), so the owner releases first each job with a case not measured yet (in
+plan order: the first model's jobs, as before, measure the dataset), then the rest
+longest-expected first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from contracts.jobs import CaseJob, plan_jobs
+from contracts.results import CaseOutcome
 from contracts.run_progress import RunProgress, result_key
 
 MODEL_PRIOR_CASES = 5.0
@@ -56,28 +58,39 @@ def job_finished(p: RunProgress, job: CaseJob) -> bool:
     )
 
 
+def slot_ms(o: CaseOutcome) -> float:
+    """What a result cost its job's slot: the case's wall time and its post-check."""
+    return o.latency_ms + (o.post_check_ms or 0.0)
+
+
 def expected_job_ms(p: RunProgress, jobs: Iterable[CaseJob]) -> list[float | None]:
-    """Each job's expected wall time from the run's results so far; None when one of its
+    """Each job's expected slot time from the run's results so far; None when one of its
     cases has no result yet (nothing to go on).
 
-    A case's cost is its mean latency over every model and repetition graded so far; a
-    model's factor is how much slower or faster than those means its own results were
-    (shrunk towards 1 by MODEL_PRIOR_CASES cases' worth of evidence)."""
+    A case costs the most any model's result of it cost (`slot_ms`): whether a case runs
+    long often depends on the draw (a right answer runs the task's tests, a wrong one may
+    stop at once), and a long job released late costs the run far more than a short one
+    released early. A model's factor is how much slower or faster than the cases' means
+    its own results were, shrunk towards 1 by MODEL_PRIOR_CASES cases' worth of evidence.
+    """
     case_sum: dict[str, float] = {}
     case_n: dict[str, int] = {}
+    case_max: dict[str, float] = {}
     for o in p.outcomes.values():
-        case_sum[o.case_id] = case_sum.get(o.case_id, 0.0) + o.latency_ms
+        ms = slot_ms(o)
+        case_sum[o.case_id] = case_sum.get(o.case_id, 0.0) + ms
         case_n[o.case_id] = case_n.get(o.case_id, 0) + 1
-    case_ms = {c: s / case_n[c] for c, s in case_sum.items()}
-    prior = MODEL_PRIOR_CASES * (sum(case_ms.values()) / len(case_ms) if case_ms else 0.0)
+        case_max[o.case_id] = max(case_max.get(o.case_id, 0.0), ms)
+    case_mean = {c: s / case_n[c] for c, s in case_sum.items()}
+    prior = MODEL_PRIOR_CASES * (sum(case_mean.values()) / len(case_mean) if case_mean else 0.0)
     own: dict[str, float] = {}
     typical: dict[str, float] = {}
     for o in p.outcomes.values():
-        own[o.model] = own.get(o.model, 0.0) + o.latency_ms
-        typical[o.model] = typical.get(o.model, 0.0) + case_ms[o.case_id]
+        own[o.model] = own.get(o.model, 0.0) + slot_ms(o)
+        typical[o.model] = typical.get(o.model, 0.0) + case_mean[o.case_id]
     out: list[float | None] = []
     for job in jobs:
-        if any(c not in case_ms for c in job.case_ids):
+        if any(c not in case_max for c in job.case_ids):
             out.append(None)
             continue
         factor = (
@@ -85,7 +98,7 @@ def expected_job_ms(p: RunProgress, jobs: Iterable[CaseJob]) -> list[float | Non
             if prior > 0
             else 1.0
         )
-        out.append(factor * sum(case_ms[c] for c in job.case_ids))
+        out.append(factor * sum(case_max[c] for c in job.case_ids))
     return out
 
 

@@ -67,7 +67,9 @@ def start(cfg: BenchmarkConfig, cases: list[str]) -> tuple[RunProgress, list[Cas
     return p, list(outcome.jobs), outcome
 
 
-def graded(job: CaseJob, case_id: str, latency_ms: float = 10.0) -> CaseGraded:
+def graded(
+    job: CaseJob, case_id: str, latency_ms: float = 10.0, post_check_ms: float | None = None
+) -> CaseGraded:
     return CaseGraded(
         event_id=case_result_id(job.run_id, job.model, case_id, job.rep),
         occurred_at=NOW,
@@ -81,6 +83,7 @@ def graded(job: CaseJob, case_id: str, latency_ms: float = 10.0) -> CaseGraded:
         latency_ms=latency_ms,
         cost_usd=0.001,
         timed_out=False,
+        diagnostics={} if post_check_ms is None else {"post_check_ms": f"{post_check_ms:.1f}"},
         job_id=job.job_id,
     )
 
@@ -201,8 +204,8 @@ def test_unmeasured_cases_go_first_in_plan_order() -> None:
 
 
 def test_a_slower_model_expects_longer_jobs() -> None:
-    """A model measured twice as slow on the same cases gets twice the estimate, shrunk
-    towards 1 by the prior (five cases at the mean)."""
+    """A model measured three times as slow on the same cases gets a larger factor, shrunk
+    towards 1 by the prior (five cases at the mean); a case costs its longest result."""
     cases = [f"k{i:02d}" for i in range(10)]
     p, _, _ = start(config(models=2, reps=1, max_concurrency=2), cases)
     plan = run_plan(p, cases)  # model 0: jobs 0, 1; model 1: jobs 2, 3
@@ -210,9 +213,34 @@ def test_a_slower_model_expects_longer_jobs() -> None:
     p = finish(p, plan[2], {c: 300.0 for c in cases})  # the same cases, 3x slower
     est = expected_job_ms(p, plan)
     assert est[1] is None and est[3] is None
-    # case means 200; model 0: (500 + 1000) / (1000 + 1000) = 0.75; model 1: 1.25
-    assert est[0] == pytest.approx(0.75 * 1000) and est[2] == pytest.approx(1.25 * 1000)
+    # case means 200, longest 300; model 0: (500 + 1000) / (1000 + 1000) = 0.75; model 1: 1.25
+    assert est[0] == pytest.approx(0.75 * 1500) and est[2] == pytest.approx(1.25 * 1500)
     assert release_order(p, plan, [0, 2]) == [2, 0]
+
+
+def test_a_case_costs_its_longest_draw() -> None:
+    """Given the first model answered k03 wrong at once (10 ms), when the second model
+    answers it right in 20 s, then the third model's job with k03 goes first."""
+    cases = [f"k{i:02d}" for i in range(15)]
+    p, _, _ = start(config(models=3, reps=1, max_concurrency=2), cases)
+    plan = run_plan(p, cases)  # model m's chunk c is plan[3 * m + c]
+    for job in plan[:3]:
+        p = finish(p, job, {"k03": 10.0})
+    p = finish(p, plan[3], {"k03": 20_000.0})  # model 1, chunk 0
+    assert release_order(p, plan, range(4, len(plan)))[0] == 6  # model 2, chunk 0
+
+
+def test_a_case_costs_its_post_check_too() -> None:
+    """Given every case took 10 ms, when k07's post-check took 12 s, then the jobs with
+    k07 go first."""
+    cases = [f"k{i:02d}" for i in range(15)]
+    p, _, _ = start(config(models=2, reps=1, max_concurrency=2), cases)
+    plan = run_plan(p, cases)  # model m's chunk c is plan[3 * m + c]
+    for job in plan[:3]:
+        p = finish(p, job, {})
+    p = evolve_run(p, graded(plan[4], "k07", 10.0, post_check_ms=12_000.0))
+    assert p.outcomes[result_key(plan[4].model, "k07", 0)].post_check_ms == 12_000.0
+    assert release_order(p, plan, [3, 4, 5]) == [4, 3, 5]
 
 
 def test_a_job_finished_before_its_release_is_not_sent() -> None:
