@@ -123,7 +123,10 @@ def test_released_but_unfinished_never_exceeds_max_concurrency(
     plan = run_plan(p, cases)
     released, open_jobs, first = admit(p, plan, frozenset(), frozenset())
     sent = list(first)
-    assert sent == list(range(max_concurrency))  # nothing measured yet: plan order
+    # Nothing measured yet: the first wave measures each chunk by a different model.
+    assert sent == release_order(p, plan, range(len(plan)))[:max_concurrency]
+    wave = [plan[i] for i in sent[:3]]
+    assert len({j.model for j in wave}) == len({j.chunk for j in wave}) == len(wave)
     while open_jobs:
         assert len(open_jobs) <= max_concurrency
         # Some open job delivers one more result (or is dead-lettered), in random order;
@@ -191,16 +194,21 @@ def test_once_measured_the_longest_jobs_go_first() -> None:
     assert [plan[i].chunk for i in order[:2]] == [2, 2]
 
 
-def test_unmeasured_cases_go_first_in_plan_order() -> None:
+def test_unmeasured_cases_go_first_staggered_across_models() -> None:
+    """Jobs with an unmeasured case go first: model k measures chunk k first, then k + 1,
+    ... (waves, each in chunk order), so no single model sets every case's estimate."""
     cases = [f"k{i:02d}" for i in range(15)]
     p, _, _ = start(config(models=2, reps=1, max_concurrency=2), cases)
-    plan = run_plan(p, cases)
+    plan = run_plan(p, cases)  # model m's chunk c is plan[3 * m + c]
+    assert release_order(p, plan, range(len(plan))) == [0, 4, 2, 3, 1, 5]
     p = finish(p, plan[0], {"k00": 5000.0})  # chunk 0 measured, 1 and 2 not
     assert expected_job_ms(p, plan)[1:3] == [None, None]
-    assert release_order(p, plan, range(1, len(plan))) == [1, 2, 4, 5, 3]
+    # wave 0: model 1's chunk 1, model 0's chunk 2; wave 1: model 0's chunk 1, model 1's
+    # chunk 2; then the measured chunk 0 of model 1
+    assert release_order(p, plan, range(1, len(plan))) == [4, 2, 1, 5, 3]
     # admit sends in that order, as far as the slots go
     _, open_jobs, send = admit(p, plan, frozenset({0}), frozenset())
-    assert send == (1, 2) and open_jobs == {1, 2}
+    assert send == (4, 2) and open_jobs == {4, 2}
 
 
 def test_a_slower_model_expects_longer_jobs() -> None:
