@@ -23,6 +23,9 @@ class CaseOutcome(BaseModel):
     cost_usd: float | None = Field(default=None, ge=0.0)
     """None when the provider reported no cost signal."""
     timed_out: bool = False
+    post_check_ms: float | None = Field(default=None, ge=0.0)
+    """Decider: what the hidden post-check took after the case (grading work in the job's
+    container, apart from latency_ms); None when none ran. Pacing counts it as the case's."""
 
 
 class ModelSummary(BaseModel):

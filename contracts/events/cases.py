@@ -92,7 +92,17 @@ class CaseGraded(EventBase):
             latency_ms=self.latency_ms,
             cost_usd=self.cost_usd,
             timed_out=self.timed_out,
+            post_check_ms=_post_check_ms(self.diagnostics),
         )
+
+
+def _post_check_ms(diagnostics: dict[str, str]) -> float | None:
+    """The executor's `post_check_ms` diagnostic (ms, as text), when there is a sane one."""
+    try:
+        ms = float(diagnostics.get("post_check_ms") or "nan")
+    except ValueError:
+        return None
+    return ms if 0.0 <= ms < float("inf") else None
 
 
 class CaseJobDeadLettered(EventBase):

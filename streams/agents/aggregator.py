@@ -6,9 +6,10 @@ one CaseGraded writes one small changelog record instead of the whole run again.
 
 Pacing (a run's maxConcurrency across every worker): the run's owner releases the run's
 jobs onto the job topic itself, at most maxConcurrency unfinished at once, and releases
-the next as results come in (`contracts.admission`). No lease or semaphore shared between
-processes is needed: the count derives from the results this agent folds anyway, in the
-one place that sees all of them, and a worker crash cannot leak a slot.
+the next as results come in, longest expected first (`contracts.admission`). No lease or
+semaphore shared between processes is needed: the count derives from the results this
+agent folds anyway, in the one place that sees all of them, and a worker crash cannot leak
+a slot.
 
 Completion cannot be lost: it is checked after every event, duplicates included (a
 redelivered last result finishes a run whose completion a crash interrupted), and a
@@ -29,7 +30,13 @@ import faust
 import orjson
 from aiokafka.partitioner import murmur2
 
-from contracts.admission import admit, open_jobs_of, run_plan
+from contracts.admission import (
+    admit,
+    decode_released,
+    encode_released,
+    open_jobs_of,
+    run_plan,
+)
 from contracts.codec import decode_event
 from contracts.config import RunKind
 from contracts.envelope import EventBase
@@ -68,9 +75,11 @@ RUN_EVENT_TYPES = frozenset(
 
 
 class _Pacing:
-    """A run's plan and how far it has been released (rebuilt from tables after a restart)."""
+    """A run's plan and which of its jobs were released (rebuilt from tables after a restart)."""
 
-    def __init__(self, plan: list[CaseJob], released: int, open_jobs: frozenset[int]) -> None:
+    def __init__(
+        self, plan: list[CaseJob], released: frozenset[int], open_jobs: frozenset[int]
+    ) -> None:
         self.plan = plan
         self.released = released
         self.open_jobs = open_jobs
@@ -184,7 +193,7 @@ class Aggregator:
         pacing = self._pacing.get(p.run_id)
         if pacing is None or not pacing.plan:
             plan = run_plan(p, self.case_ids.get(p.kind, ())) if p.kind else []
-            released = int(self.released.get(p.run_id) or 0)
+            released = decode_released(self.released.get(p.run_id))
             pacing = _Pacing(plan, released, open_jobs_of(p, plan, released))
             self._pacing[p.run_id] = pacing
         return pacing
@@ -193,18 +202,21 @@ class Aggregator:
         pacing = self._pacing_of(p)
         if not pacing.plan:
             return
-        released, open_jobs = admit(p, pacing.plan, pacing.released, pacing.open_jobs)
-        for i in range(pacing.released, released):
-            if i in open_jobs:
-                job = pacing.plan[i]
-                # Acked before the count moves: a crash re-sends a job, never skips one.
-                await delivered(
-                    await self.channels.case_jobs.send(
-                        key=job.job_id.encode(), value=job.model_dump_json().encode()
-                    )
+        released, open_jobs, send = admit(p, pacing.plan, pacing.released, pacing.open_jobs)
+        # Sent together, all acked before the release is recorded: a crash re-sends a job
+        # (or releases another one of the same run), never skips one.
+        pending = []
+        for i in send:
+            job = pacing.plan[i]
+            pending.append(
+                await self.channels.case_jobs.send(
+                    key=job.job_id.encode(), value=job.model_dump_json().encode()
                 )
+            )
+        for fut in pending:
+            await delivered(fut)
         if released != pacing.released:
-            self.released[p.run_id] = released
+            self.released[p.run_id] = encode_released(released)
         pacing.released, pacing.open_jobs = released, open_jobs
 
     # ------------------------------------------------------------------ state

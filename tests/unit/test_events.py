@@ -306,6 +306,19 @@ def test_case_graded_to_outcome() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("diagnostic", "post_check_ms"),
+    [(None, None), ("1234.5", 1234.5), ("0", 0.0), ("-1", None), ("inf", None), ("x", None)],
+)
+def test_case_graded_outcome_carries_the_post_check_time(
+    diagnostic: str | None, post_check_ms: float | None
+) -> None:
+    """The executor's post_check_ms diagnostic, what pacing counts beside the latency."""
+    diagnostics = {} if diagnostic is None else {"post_check_ms": diagnostic}
+    graded = _graded(kind="decider", classification=None, diagnostics=diagnostics)
+    assert graded.to_outcome().post_check_ms == post_check_ms
+
+
 def test_run_completed_must_add_up() -> None:
     with pytest.raises(ValidationError, match="!= expected"):
         RunCompleted(
