@@ -202,6 +202,9 @@ class LogFolder:
         append = items.append
         positioned = POSITIONED
         cut = self.cut
+        occurred_at: str | datetime
+        type_name: str | None
+        rows: list[Row]
         for tp, msgs in data.items():
             if tp in cut:
                 continue
