@@ -143,8 +143,10 @@ def fast_fold(raw: bytes) -> tuple[datetime, str, list[Row]] | None:
                 key + t[4:_GRADED_END] + (_NO_CLS if c is None else _astuple(c)),
             )
         ]
-        if e.diagnostics:
-            rows += [("case_result_diagnostics", (*key, k, v)) for k, v in e.diagnostics.items()]
+        # A loop, not a comprehension: there is usually one entry, and a comprehension's
+        # own frame costs more than its append (0.1 us per event).
+        for k, v in e.diagnostics.items():
+            rows.append(("case_result_diagnostics", (*key, k, v)))
         return e.occurred_at, "CaseGraded", rows
     if type(e) is _Decision:
         if e.decided_at.tzinfo is not UTC:

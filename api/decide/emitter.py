@@ -17,9 +17,10 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from api.decide.metrics import DecideMetrics
 from api.decide.spool import Spool
@@ -35,6 +36,11 @@ SPOOL_CHECK_S: Final = 1.0
 messages; after a failure it waits `SPOOL_RETRY_S` before trying the spool again."""
 SPOOL_RETRY_S: Final = 15.0
 YIELD_EVERY: Final = 16
+
+PLACED_KEYS: Final = 100_000
+"""Keys whose partition is remembered per topic (conversation ids repeat: stickiness)."""
+
+_PARTITIONER: Final = DefaultPartitioner()
 
 Value = bytes | Callable[[], bytes]
 """The payload, or a function building it (run off the hot path, in the drain task)."""
@@ -70,6 +76,11 @@ class Emitter:
         self.spool = spool
         self._last_failure = -SPOOL_RETRY_S
         self._next_spool_check = 0.0
+        # Label children by kind, resolved once: `labels()` costs a lock and a tuple build,
+        # once per decision here.
+        self._sent: dict[str, Any] = {}
+        self._placement: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        """Per topic: its partitions and the partition of each key seen (see `_place`)."""
 
     def _default_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -236,25 +247,85 @@ class Emitter:
             self.metrics.spool_pending.set(spool.pending)
 
     async def _deliver(self, producer: AIOKafkaProducer, batch: list[_Pending]) -> None:
-        sent: list[tuple[_Pending, asyncio.Future[object]]] = []
+        """Hand `batch` over as one record batch per partition, each message placed where
+        `send` would place it (the default partitioner on its key); a message's outcome is
+        its record batch's.
+
+        One `send` per message cost about 10 us of CPU in the service's only thread (a
+        coroutine chain, a future and the pure-Python murmur2 per message); appending to
+        a batch builder costs about 4 (measured against the local broker).
+        """
+        building: dict[tuple[str, int], tuple[Any, list[_Pending]]] = {}
+        sent: list[tuple[list[_Pending], asyncio.Future[object]]] = []
+        placers: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         for n, item in enumerate(batch, 1):
             try:
                 if callable(item.value):
                     item.value = item.value()  # built once, whatever the retries
-                sent.append((item, await producer.send(item.topic, item.value, key=item.key)))
+                placer = placers.get(item.topic)
+                if placer is None:
+                    placer = placers[item.topic] = await self._placer(producer, item.topic)
+                where = (item.topic, _place(placer, item.key))
+                open_batch = building.get(where)
+                if open_batch is None:
+                    open_batch = building[where] = (producer.create_batch(), [])
+                if open_batch[0].append(key=item.key, value=item.value, timestamp=None) is None:
+                    # Full: hand it over, then start the next one with this message.
+                    del building[where]
+                    await self._submit(producer, where, *open_batch, sent)
+                    open_batch = building[where] = (producer.create_batch(), [])
+                    if open_batch[0].append(key=item.key, value=item.value, timestamp=None) is None:
+                        raise ValueError("message larger than a record batch")
+                open_batch[1].append(item)
             except Exception as e:
                 self._failed(item, e)
             if n % YIELD_EVERY == 0:
                 # Values are built and handed over on the loop without a pause: let waiting
                 # requests in between, or a batch of hundreds stalls /decide for milliseconds.
                 await asyncio.sleep(0)
-        for item, fut in sent:
+        for where, open_batch in building.items():
+            await self._submit(producer, where, *open_batch, sent)
+        for members, fut in sent:
             try:
                 await fut
             except Exception as e:
-                self._failed(item, e)
+                for item in members:
+                    self._failed(item, e)
             else:
-                self.metrics.events_sent.labels(item.kind).inc()
+                for item in members:
+                    counter = self._sent.get(item.kind)
+                    if counter is None:
+                        counter = self._sent[item.kind] = self.metrics.events_sent.labels(item.kind)
+                    counter.inc()
+
+    async def _placer(
+        self, producer: AIOKafkaProducer, topic: str
+    ) -> tuple[list[int], dict[bytes, int]]:
+        """The topic's partitions (waiting for its metadata, as `send` does) and the
+        partition of each key seen while they stay the same."""
+        partitions = sorted(await producer.partitions_for(topic))
+        placer = self._placement.get(topic)
+        if placer is None or placer[0] != partitions:
+            placer = self._placement[topic] = (partitions, {})
+        return placer
+
+    async def _submit(
+        self,
+        producer: AIOKafkaProducer,
+        where: tuple[str, int],
+        builder: Any,
+        members: list[_Pending],
+        sent: list[tuple[list[_Pending], asyncio.Future[object]]],
+    ) -> None:
+        if not members:
+            return
+        try:
+            fut = await producer.send_batch(builder, where[0], partition=where[1])
+        except Exception as e:
+            for item in members:
+                self._failed(item, e)
+        else:
+            sent.append((members, fut))
 
     def _failed(self, item: _Pending, error: Exception) -> None:
         self._last_failure = asyncio.get_running_loop().time()
@@ -270,3 +341,17 @@ class Emitter:
             return
         log.error("giving up on a %s message to %s: %s", item.kind, item.topic, error)
         self.metrics.events_dropped.labels(item.kind, "delivery_failed").inc()
+
+
+def _place(placer: tuple[list[int], dict[bytes, int]], key: bytes | None) -> int:
+    """The partition the producer's default partitioner gives `key` (murmur2 is pure
+    Python in aiokafka: a few microseconds, so each key's is remembered)."""
+    partitions, known = placer
+    if key is None:  # a random one each time, never remembered
+        return int(_PARTITIONER(key, partitions, partitions))
+    partition = known.get(key)
+    if partition is None:
+        if len(known) >= PLACED_KEYS:
+            known.clear()
+        partition = known[key] = _PARTITIONER(key, partitions, partitions)
+    return partition
