@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.routes import (
     admin_commands,
     admin_config,
+    admin_harness,
     admin_routing,
     admin_runs,
     decide,
@@ -187,6 +188,7 @@ def create_app(
         admin_runs,
         admin_routing,
         admin_commands,
+        admin_harness,
     ):
         app.include_router(module.router)
     app.include_router(ui_routes.router)
