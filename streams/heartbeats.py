@@ -31,6 +31,7 @@ from streams.janitor import LiveSet, default_worker_id
 
 log = logging.getLogger("provenroute.worker")
 
+GOODBYE_TIMEOUT_S = 5.0
 SYNC_TIMEOUT_S = 10.0
 """A catch-up read that cannot reach the end in this long gives up (the board is stale)."""
 
@@ -98,7 +99,11 @@ class HeartbeatBoard:
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 # The tombstone: gone cleanly, its containers are safe to remove at once.
-                await self._producer.send_and_wait(self.topic, None, key=self.worker_id.encode())
+                # Bounded: a stop must not hang on an unreachable broker (silence works too).
+                await asyncio.wait_for(
+                    self._producer.send_and_wait(self.topic, None, key=self.worker_id.encode()),
+                    GOODBYE_TIMEOUT_S,
+                )
             await self._producer.stop()
             self._producer = None
         if self._consumer is not None:
