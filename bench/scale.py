@@ -55,7 +55,7 @@ def run_workers(args: argparse.Namespace) -> list[dict[str, Any]]:
     from contracts.config import BenchmarkConfig, DeciderModel
     from infra.processes import child_env, start_sim_provider, start_worker
     from infra.settings import Settings
-    from streams.kafka_admin import ensure_topics
+    from streams.kafka_admin import ensure_topics, group_settled
 
     counts = [int(n) for n in args.workers.split(",")]
     models = args.models.split(",")
@@ -103,8 +103,13 @@ def run_workers(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 raise
                             say("  config rejected by a worker still starting; retrying")
                             time.sleep(2)
+                    # Timed from a settled group: Faust joins in more than one rebalance,
+                    # and a run started meanwhile would time the rebalances too.
+                    settled_s = asyncio.run(
+                        group_settled(settings.kafka_bootstrap, f"{prefix}worker", n, 180)
+                    )
                     before = [cpu_seconds(p.pid) for p in procs]
-                    row: dict[str, Any] = {"workers": n}
+                    row: dict[str, Any] = {"workers": n, "group_settled_s": round(settled_s, 1)}
                     try:
                         fig = asyncio.run(
                             asyncio.wait_for(

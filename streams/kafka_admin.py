@@ -74,3 +74,34 @@ async def kafka_ready(bootstrap: str, prefix: str, timeout_s: float) -> None:
             last = e
             await asyncio.sleep(1.0)
     raise TimeoutError(f"kafka at {bootstrap} not ready after {timeout_s}s: {last!r}")
+
+
+async def group_settled(bootstrap: str, group: str, members: int, timeout_s: float) -> float:
+    """Wait until consumer group `group` is Stable with `members` members, and stays so for
+    a few seconds (Faust joins in more than one rebalance); returns the seconds waited.
+    Benches start timing only then, so a rebalance is not part of what they measure."""
+    quiet_s = 3.0
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        stable_since: float | None = None
+        while True:
+            [answer] = await admin.describe_consumer_groups([group])
+            [described] = answer.to_object()["groups"]
+            now = loop.time()
+            if described["state"] == "Stable" and len(described["members"]) == members:
+                stable_since = stable_since if stable_since is not None else now
+                if now - stable_since >= quiet_s:
+                    return now - start
+            else:
+                stable_since = None
+            if now - start > timeout_s:
+                raise TimeoutError(
+                    f"group {group} not stable with {members} members after {timeout_s:.0f}s "
+                    f"({described['state']}, {len(described['members'])} members)"
+                )
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
