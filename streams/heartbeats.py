@@ -199,7 +199,11 @@ class HeartbeatBoard:
         """The worker that may run `job_id` now (this one included), as of the last sync."""
         return claim_holder(self._claims, job_id, self.live())
 
-    def handled_elsewhere(self, job_id: str, attempt: int) -> str | None:
+    def handled_by(self, job_id: str, attempt: int) -> str | None:
+        """The worker that already handled this attempt, this one included: a partition
+        that comes back to its worker after a rebalance redelivers what it finished."""
+        if attempt_key(job_id, attempt) in self._handled:
+            return self.worker_id
         return handled_elsewhere(self._beats, job_id, attempt, self.worker_id)
 
 

@@ -50,7 +50,7 @@ class JobFence(Protocol):
     async def beat(self) -> None: ...
     async def sync(self) -> None: ...
     def claim_holder(self, job_id: str) -> str | None: ...
-    def handled_elsewhere(self, job_id: str, attempt: int) -> str | None: ...
+    def handled_by(self, job_id: str, attempt: int) -> str | None: ...
 
 
 class CaseJobAgent:
@@ -194,15 +194,15 @@ class CaseJobAgent:
                 log.warning("job %s: heartbeat board unavailable (%s); retrying", job.job_id, e)
                 await asyncio.sleep(FENCE_POLL_S)
                 continue
-            elsewhere = fence.handled_elsewhere(job.job_id, job.attempt)
+            handled = fence.handled_by(job.job_id, job.attempt)
             holder = fence.claim_holder(job.job_id)
-            if elsewhere is None and holder in (None, fence.worker_id):
+            if handled is None and holder in (None, fence.worker_id):
                 if waiting_on is not None:
                     log.info("job %s: %s let it go; running it here", job.job_id, waiting_on)
                 return True
             fence.job_ended(job.job_id, None)
-            if elsewhere is not None:
-                log.info("job %s #%d already handled by %s", job.job_id, job.attempt, elsewhere)
+            if handled is not None:
+                log.info("job %s #%d already handled by %s", job.job_id, job.attempt, handled)
                 return False
             polls += 1
             if holder != waiting_on or polls % 30 == 0:

@@ -66,8 +66,8 @@ async def test_two_workers_see_each_other_and_the_first_claim_wins(
         a.job_ended("run:m:0:0", 1)
         await a.beat()
         await b.sync()
-        assert b.handled_elsewhere("run:m:0:0", 1) == "host-a:1:aaaa"
-        assert b.handled_elsewhere("run:m:0:0", 2) is None
+        assert b.handled_by("run:m:0:0", 1) == a.handled_by("run:m:0:0", 1) == "host-a:1:aaaa"
+        assert b.handled_by("run:m:0:0", 2) is None
         assert b.claim_holder("run:m:0:0") is None
         # a clean stop is a goodbye: gone at once, not after the missed beats
         await b.stop()
@@ -130,6 +130,8 @@ async def test_a_second_copy_waits_for_the_live_holder_and_skips_what_it_handled
         assert not second.done(), "b started a second copy while a runs the job"
         a.job_ended("j1", 1)  # a delivered attempt 1
         assert await asyncio.wait_for(second, 30) is False  # b skips it
+        # and so does a, when the partition comes back to it with the job redelivered
+        assert await agent(a)._claim(a, job("j1")) is False
         # the retry (attempt 2) is another attempt: b may run it
         assert await agent(b)._claim(b, job("j1", attempt=2))
 
