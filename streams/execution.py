@@ -86,6 +86,12 @@ class CaseExecutor:
             self._providers[credential] = ProviderClient.from_settings(self.settings, credential)
         return self._providers[credential]
 
+    def prewarm(self) -> None:
+        """Worker start: the pool starts its spares now, so the first decider jobs do not
+        wait for cold starts (unused, they go after the pool's idle time)."""
+        if self.sandbox_factory is None and self.decider_cases:
+            self.pool.fill()
+
     async def aclose(self) -> None:
         await self.pool.aclose()
         for p in self._providers.values():

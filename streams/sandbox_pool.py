@@ -196,7 +196,16 @@ class SandboxPool:
 
     def _spawn(self) -> asyncio.Task[DockerSandbox]:
         key = self._key()
-        return asyncio.create_task(self._start(self.make(key)), name=f"warm sandbox {key}")
+        task = asyncio.create_task(self._start(self.make(key)), name=f"warm sandbox {key}")
+        task.add_done_callback(self._forget_failed)
+        return task
+
+    def _forget_failed(self, task: asyncio.Task[DockerSandbox]) -> None:
+        # A spare that could not start (no engine, no image) is not handed to a job later;
+        # the next claim tries afresh and fails or succeeds on its own.
+        if not task.cancelled() and task.exception() is not None and task in self._warm:
+            self._warm.remove(task)
+            log.warning("a warm sandbox failed to start: %s", task.exception())
 
     async def claim_used(self, job_key: str, tag: str) -> DockerSandbox | None:
         """A used spare of `tag`, recycled and renamed for `job_key`; None when none is left.
