@@ -21,9 +21,15 @@ from typing import Any
 
 import pytest
 
+from contracts.events import CaseGraded
+from contracts.jobs import CaseJob
+from infra.settings import Settings
 from streams.docker_sandbox import DockerSandbox, container_name
+from streams.execution import CaseExecutor
+from streams.harness import BuiltinHarness
 from streams.sandbox import Sandbox, SandboxError
 from streams.sandbox_pool import SandboxPool
+from tests.doubles import ScriptedProvider, sum_numbers_case
 from tests.integration.docker_support import TEST_LABEL, ours
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -288,3 +294,59 @@ async def test_a_worker_killed_mid_job_leaves_no_container(client: Any, run_id: 
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     await wait_until(lambda: ours(client, run_id) == [], "every container to go")
+
+
+async def test_the_executor_keeps_a_container_only_after_a_clean_job(
+    client: Any, run_id: str
+) -> None:
+    """Through the worker's CaseExecutor: a job that went through hands its container to
+    the run's next job; one whose emit failed, or whose case timed out, does not."""
+    case = sum_numbers_case()
+    provider = ScriptedProvider([])  # empty answers: the case ends at once, not timed out
+    executor = CaseExecutor(
+        Settings(),
+        classifier_cases={},
+        decider_cases={case.id: case},
+        harness_factory=lambda _client: BuiltinHarness(provider),
+    )
+    await executor.pool.aclose()
+    executor.pool = pool_for(client, run_id, spare=2)
+    events: list[CaseGraded] = []
+
+    async def emit(event: CaseGraded) -> None:
+        events.append(event)
+
+    async def broken_emit(event: CaseGraded) -> None:
+        raise RuntimeError("the broker is gone")
+
+    def job(i: int, run: str = "run-1") -> CaseJob:
+        return CaseJob(
+            job_id=f"test-{run_id}:{run}:sim/x:{i}:0",
+            run_id=run,
+            kind="decider",
+            model="sim/x",
+            reasoning_effort="low",
+            chunk=i,
+            rep=0,
+            case_ids=(case.id,),
+        )
+
+    try:
+        await executor.execute(job(0), emit, frozenset())
+        assert events[-1].diagnostics["container_reused"] == "false"
+        assert executor.pool.used == 1
+        await executor.execute(job(1), emit, frozenset())
+        assert events[-1].diagnostics["container_reused"] == "true"
+        assert executor.pool.used == 1  # handed back again
+        with pytest.raises(RuntimeError):
+            await executor.execute(job(2), broken_emit, frozenset())
+        assert executor.pool.used == 0  # the failed job took it, and it is gone
+        slow = sum_numbers_case(timeout_s=1.0)
+        executor.decider_cases = {slow.id: slow}
+        provider.delay_s = 5.0
+        await executor.execute(job(3), emit, frozenset())
+        assert events[-1].timed_out
+        assert executor.pool.used == 0
+    finally:
+        await executor.aclose()
+    assert ours(client, run_id) == []
