@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streams.docker_sandbox import DockerSandbox
+from streams.docker_sandbox import DockerSandbox, container_name
 from streams.sandbox import ExecResult, ManagedSandbox, SandboxError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ within milliseconds on a busy worker; a run that ended leaves nothing behind for
 @dataclass(eq=False)
 class _Used:
     tag: str
+    sandbox: DockerSandbox
     task: asyncio.Task[DockerSandbox]
     """Its recycle: the sandbox once recycled; on failure it has closed itself."""
     timer: asyncio.TimerHandle | None = None
@@ -132,7 +133,7 @@ class SandboxPool:
         task = asyncio.create_task(
             self._recycle(sandbox, self._key()), name=f"recycle sandbox {sandbox.name}"
         )
-        entry = _Used(reuse_tag, task)
+        entry = _Used(reuse_tag, sandbox, task)
         entry.timer = asyncio.get_running_loop().call_later(
             self.reuse_idle_s, self._drop_used, entry
         )
@@ -210,7 +211,7 @@ class SandboxPool:
     async def claim_used(self, job_key: str, tag: str) -> DockerSandbox | None:
         """A used spare of `tag`, recycled and renamed for `job_key`; None when none is left.
         Taking one starts nothing: the job it serves will give it back in turn."""
-        while (entry := self._take_used(tag)) is not None:
+        while (entry := self._take_used(tag, container_name(job_key))) is not None:
             self._touch()
             try:
                 sandbox = await asyncio.shield(entry.task)
@@ -231,12 +232,17 @@ class SandboxPool:
             return sandbox
         return None
 
-    def _take_used(self, tag: str) -> _Used | None:
-        # A recycled one first, then one still recycling (milliseconds, not a start).
+    def _take_used(self, tag: str, name: str) -> _Used | None:
+        # One still recycling holds its last job's name: a later copy of that job takes it
+        # (another container could not take the name); else a recycled one first, then one
+        # still recycling (milliseconds, not a start).
         mine = [u for u in self._used if u.tag == tag and not _failed(u.task)]
         if not mine:
             return None
-        entry = next((u for u in mine if u.task.done()), mine[0])
+        entry = next(
+            (u for u in mine if u.sandbox.name == name),
+            next((u for u in mine if u.task.done()), mine[0]),
+        )
         self._used.remove(entry)
         if entry.timer is not None:
             entry.timer.cancel()
