@@ -226,15 +226,13 @@ class DockerSandbox(ManagedSandbox):
         await asyncio.to_thread(self._rename_blocking, container, name)
         self.job_key, self.name = job_key, name
 
-    async def recycle(self, spare_key: str) -> None:
+    async def recycle(self) -> None:
         """Make a container whose job ended cleanly fit for another job (`SandboxPool`):
         the runner kills every process the job left, empties the workspace and restores the
-        scratch dirs and the home as they were at start; then the container gives the job's
-        name back (takes `spare_key`'s), so a later copy of that job can take it."""
+        scratch dirs, the home and System V IPC as they were at start."""
         out = await self._call("recycle", OP_TIMEOUT_S, {})
         if not out.get("ok"):
             raise SandboxError(f"recycling the sandbox failed: {out.get('error')}")
-        await self.claim(spare_key)
 
     # ---------------------------------------------------------------- operations
 

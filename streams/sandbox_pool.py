@@ -34,7 +34,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.docker_sandbox import DockerSandbox, container_name
@@ -54,9 +54,10 @@ within milliseconds on a busy worker; a run that ended leaves nothing behind for
 class _Used:
     tag: str
     sandbox: DockerSandbox
-    task: asyncio.Task[DockerSandbox]
+    task: asyncio.Task[DockerSandbox] = field(init=False)
     """Its recycle: the sandbox once recycled; on failure it has closed itself."""
     timer: asyncio.TimerHandle | None = None
+    claimed: bool = False
 
 
 class SandboxPool:
@@ -130,10 +131,11 @@ class SandboxPool:
             self._close_later(sandbox)
             return
         self._make_room()
-        task = asyncio.create_task(
-            self._recycle(sandbox, self._key()), name=f"recycle sandbox {sandbox.name}"
+        entry = _Used(reuse_tag, sandbox)
+        entry.task = asyncio.create_task(
+            self._recycle(entry, self._key()), name=f"recycle sandbox {sandbox.name}"
         )
-        entry = _Used(reuse_tag, sandbox, task)
+        task = entry.task
         entry.timer = asyncio.get_running_loop().call_later(
             self.reuse_idle_s, self._drop_used, entry
         )
@@ -244,6 +246,7 @@ class SandboxPool:
             next((u for u in mine if u.task.done()), mine[0]),
         )
         self._used.remove(entry)
+        entry.claimed = True
         if entry.timer is not None:
             entry.timer.cancel()
         return entry
@@ -270,9 +273,14 @@ class SandboxPool:
             else:
                 self._drop_used(self._used[0])
 
-    async def _recycle(self, sandbox: DockerSandbox, key: str) -> DockerSandbox:
+    async def _recycle(self, entry: _Used, key: str) -> DockerSandbox:
+        sandbox = entry.sandbox
         try:
-            await sandbox.recycle(key)
+            await sandbox.recycle()
+            # It gives its last job's name back (a later copy of that job can take it),
+            # unless a job already claimed it: that job's claim renames it once, not twice.
+            if not entry.claimed:
+                await sandbox.claim(key)
         except BaseException as e:
             if not isinstance(e, asyncio.CancelledError):
                 log.warning("sandbox %s not reusable (%s); removing it", sandbox.name, e)

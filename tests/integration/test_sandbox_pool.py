@@ -206,6 +206,12 @@ async def test_used_containers_serve_only_their_run_and_expire(client: Any, run_
         assert container_of(client, other).id != used_id
         await other.close()
         assert pool.used == 1
+        # unclaimed, it gives its job's name back (a later copy of that job can take it)
+        first_name = container_name(f"test-{run_id}:runs:0:0")
+        await wait_until(
+            lambda: first_name not in {c.name for c in ours(client, run_id)}, "the name back"
+        )
+        assert used_id in {c.id for c in ours(client, run_id)}
         # unclaimed, it goes after reuse_idle_s; the warm spares stay (idle_s is longer)
         await wait_until(
             lambda: used_id not in {c.id for c in ours(client, run_id)}, "the used one to expire"
