@@ -53,6 +53,10 @@ class RunFigures:
     cold_start_ms: float = 0.0
     """Sum over the jobs of their container's create + start + warm-up (paid in the pool)."""
     jobs: int = 0
+    reused_jobs: int = 0
+    """Jobs that got a used container of their run (recycled, no start at all)."""
+    reused_start_ms: float = 0.0
+    """Sum over those jobs of what each waited for it (its recycle, if not done yet)."""
     span_ms: float = 0.0
     """Sum over the jobs of their span (start of the job to its last CaseGraded)."""
     start_max_ms: float = 0.0
@@ -164,6 +168,15 @@ class RunFigures:
                 "container_cold_start_mean_ms": (
                     self.cold_start_ms / self.jobs if self.jobs else 0.0
                 ),
+                "jobs_container_reused": self.reused_jobs,
+                "container_start_reused_mean_ms": (
+                    self.reused_start_ms / self.reused_jobs if self.reused_jobs else 0.0
+                ),
+                "container_start_not_reused_mean_ms": (
+                    (self.start_ms - self.reused_start_ms) / (self.jobs - self.reused_jobs)
+                    if self.jobs > self.reused_jobs
+                    else 0.0
+                ),
             }
         if self.overhead:
             out |= {f"harness_{k}_ms_per_case": v for k, v in self.overhead.items()}
@@ -213,6 +226,7 @@ def figures_for(
     jobs: dict[tuple[str | None, str], tuple[float, float, float]] = {}
     ends: dict[tuple[str | None, str], float] = {}
     task_by_case: dict[str, list[float]] = {}
+    reused: set[tuple[str | None, str]] = set()
     for e in graded:
         d = e.diagnostics
         fig.model_ms += _num(d, "model_latency_ms")
@@ -224,6 +238,8 @@ def figures_for(
         fig.post_check_ms += _num(d, "post_check_ms")
         task_by_case.setdefault(e.case_id, []).append(task)
         key = (e.job_id, d.get("job_attempt", ""))
+        if d.get("container_reused") == "true":
+            reused.add(key)
         start, cold, span = jobs.get(key, (0.0, 0.0, 0.0))
         jobs[key] = (
             max(start, _num(d, "container_start_ms")),
@@ -235,6 +251,8 @@ def figures_for(
     fig.start_ms = sum(s for s, _, _ in jobs.values())
     fig.cold_start_ms = sum(c for _, c, _ in jobs.values())
     fig.start_max_ms = max((s for s, _, _ in jobs.values()), default=0.0)
+    fig.reused_jobs = len(reused)
+    fig.reused_start_ms = sum(jobs[k][0] for k in reused)
     fig.span_ms = sum(s for _, _, s in jobs.values())
     if window is not None and jobs:
         t0, t1 = window
@@ -298,7 +316,8 @@ def report(figures: list[RunFigures], say: Any = print) -> None:
         say(
             f"  container start: each job waited mean {f.start_ms / jobs:.0f} ms, max "
             f"{f.start_max_ms:.0f} ms over {f.jobs} jobs (warm pool); a cold start took "
-            f"mean {f.cold_start_ms / jobs:.0f} ms (bar <= 1000 ms)"
+            f"mean {f.cold_start_ms / jobs:.0f} ms (bar <= 1000 ms); {f.reused_jobs} jobs "
+            "got a used container of their run (recycled, no start)"
         )
         if f.top_task:
             tops = ", ".join(f"{c} {ms:.0f}" for c, ms in f.top_task)

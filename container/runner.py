@@ -17,6 +17,9 @@ A request is `{"id": N, "op": OP, ...}`; its response carries the same `id` and 
     read    path [max_bytes]          a file of the workspace (or an absolute path)
     reset   [files]                   empties the workspace and writes `files`, which become
                                       the pristine copy; without `files`, restores that copy
+    recycle                           back to the state of a fresh container for another job:
+                                      every other process killed, workspace emptied, scratch
+                                      dirs and the home as they were when the runner started
     cancel  target                    kills the process group of request `target` (no answer)
 
 Requests run one at a time, in order, on one worker thread (a reset is never overtaken by the
@@ -119,6 +122,126 @@ def op_reset(req: dict) -> dict:
     return {"written": _write_files(_pristine)}
 
 
+# Where the runner user can write outside the workspace (`find / -xdev -writable` as the
+# runner user in the image, plus the tmpfs mounts /dev/shm and /dev/mqueue).
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/run/lock", "/dev/shm", "/dev/mqueue")
+HOME = os.environ.get("HOME") or "/home/runner"
+RECYCLE_KILL_S = 5.0
+"""Longest a recycle waits for the previous job's processes to die (then it fails)."""
+
+
+class _Baseline:
+    """What the scratch dirs and the home held when the runner started (a fresh container):
+    entry names, and the home's small regular files with their content and mode."""
+
+    def __init__(self) -> None:
+        self.entries: dict = {}
+        self.home_files: dict = {}
+
+    def take(self) -> None:
+        for d in sorted({os.path.realpath(p) for p in (*SCRATCH_DIRS, HOME)}):
+            with contextlib.suppress(OSError):
+                self.entries[d] = set(os.listdir(d))
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(HOME):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_size <= 1 << 16:
+                    with open(entry.path, "rb") as fh:
+                        self.home_files[entry.name] = (fh.read(), entry.stat().st_mode & 0o777)
+
+
+_baseline = _Baseline()
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        _unlock_tree(path)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _others() -> list:
+    """Live processes of the container other than PID 1 and this server (zombies are
+    dead: PID 1 reaps them)."""
+    me, alive = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (1, me):
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if state not in (b"Z", b"X"):
+            alive.append(int(name))
+    return alive
+
+
+def _kill_others() -> int:
+    """SIGKILL every other process of the container: what the previous job left running
+    (background children, daemons that left their process group). kill(-1) reaches every
+    process of the container's pid namespace we may signal (all run as the runner user),
+    except PID 1 and this process."""
+    deadline = time.monotonic() + RECYCLE_KILL_S
+    killed = len(_others())
+    while True:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)
+        left = _others()
+        if not left:
+            return killed
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"processes survived SIGKILL: {left}")
+        time.sleep(0.005)
+
+
+def op_recycle(_req: dict) -> dict:
+    global _pristine
+    start = time.monotonic()
+    killed = _kill_others()  # first: nothing may write while we clean
+    _pristine = {}
+    _clean_workspace()
+    removed = 0
+    for d, keep in _baseline.entries.items():
+        for entry in os.scandir(d):
+            if entry.name not in keep:
+                _remove(entry.path)
+                removed += 1
+    with contextlib.suppress(OSError):
+        os.chmod(HOME, 0o755)
+    for name, (data, mode) in _baseline.home_files.items():
+        path = os.path.join(HOME, name)
+        if os.path.lexists(path):
+            _remove(path)  # rewritten, not edited: also drops a symlink put in its place
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    ipc = _clear_sysv_ipc()
+    return {
+        "killed": killed,
+        "removed": removed,
+        "ipc": ipc,
+        "duration_ms": (time.monotonic() - start) * 1000.0,
+    }
+
+
+def _clear_sysv_ipc() -> bool:
+    """System V shared memory, semaphores and message queues outlive their processes in
+    the container's IPC namespace; stdlib cannot remove them, ipcrm can (rarely needed:
+    it only runs when /proc lists one)."""
+    used = False
+    for kind in ("shm", "sem", "msg"):
+        with contextlib.suppress(OSError), open(f"/proc/sysvipc/{kind}") as fh:
+            used = used or len(fh.read().splitlines()) > 1
+    if used:
+        done = subprocess.run(
+            ["ipcrm", "--all"], stdin=subprocess.DEVNULL, capture_output=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ipcrm failed: {done.stderr[-500:]!r}")
+    return used
+
+
 def op_write(req: dict) -> dict:
     return {"written": _write_files(req.get("files"))}
 
@@ -180,6 +303,7 @@ OPS = {
     "write": op_write,
     "read": op_read,
     "reset": op_reset,
+    "recycle": op_recycle,
 }
 _out_lock = threading.Lock()
 
@@ -226,6 +350,7 @@ def _work(requests: queue.Queue) -> None:
 
 
 def serve() -> int:
+    _baseline.take()  # before any job ran: what `recycle` restores
     requests: queue.Queue = queue.Queue()
     # Started before any command runs: a fork storm that fills the pids limit must not leave
     # the runner unable to start the thread that answers.

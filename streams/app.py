@@ -85,8 +85,12 @@ class Worker:
         conditions: Callable[[], Awaitable[MeasurementConditions]] | None = None,
         clock: Callable[[], str] = utc_now,
         app_id: str | None = None,
+        prewarm: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.prewarm = prewarm
+        """Called once the heartbeat board is up (CaseExecutor.prewarm: the sandbox pool
+        starts its spares; after the board, so they are labelled with it)."""
         self.app = make_app(settings, app_id)
         self.channels = Channels.declare(self.app, settings)
         self.aggregator = Aggregator(
@@ -141,6 +145,8 @@ class Worker:
     async def _start_board(self) -> None:
         await self.board.start()
         track_on_board(self.board.live_set)
+        if self.prewarm is not None:
+            self.prewarm()
 
     async def _sweep_containers(self) -> None:
         if not self.board.ready.is_set():

@@ -73,4 +73,5 @@ def build_worker(settings: Settings, *, app_id: str | None = None) -> Worker:
             "decider": dataset_hash(decider.values()),
         },
         app_id=app_id,
+        prewarm=executor.prewarm,
     )

@@ -226,6 +226,14 @@ class DockerSandbox(ManagedSandbox):
         await asyncio.to_thread(self._rename_blocking, container, name)
         self.job_key, self.name = job_key, name
 
+    async def recycle(self) -> None:
+        """Make a container whose job ended cleanly fit for another job (`SandboxPool`):
+        the runner kills every process the job left, empties the workspace and restores the
+        scratch dirs, the home and System V IPC as they were at start."""
+        out = await self._call("recycle", OP_TIMEOUT_S, {})
+        if not out.get("ok"):
+            raise SandboxError(f"recycling the sandbox failed: {out.get('error')}")
+
     # ---------------------------------------------------------------- operations
 
     async def exec(

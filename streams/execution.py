@@ -26,7 +26,7 @@ from streams.cli_job import CliSandboxFactory, cli_job, settings_secrets
 from streams.docker_sandbox import DockerSandbox
 from streams.harness import BuiltinHarness, Harness, HarnessResult
 from streams.sandbox import Sandbox
-from streams.sandbox_pool import SandboxPool
+from streams.sandbox_pool import PooledSandbox, SandboxPool
 
 log = logging.getLogger("provenroute.execution")
 
@@ -64,7 +64,7 @@ class CaseExecutor:
             lambda key: DockerSandbox(key, image=settings.docker_image),
             spare=settings.worker_job_slots,
         )
-        self.sandbox_factory = sandbox_factory or self.pool.sandbox
+        self.sandbox_factory = sandbox_factory
         secrets = settings_secrets(settings)
         self.cli_sandbox_factory = cli_sandbox_factory
         self.harness_factory = harness_factory or (
@@ -85,6 +85,12 @@ class CaseExecutor:
         if credential not in self._providers:
             self._providers[credential] = ProviderClient.from_settings(self.settings, credential)
         return self._providers[credential]
+
+    def prewarm(self) -> None:
+        """Worker start: the pool starts its spares now, so the first decider jobs do not
+        wait for cold starts (unused, they go after the pool's idle time)."""
+        if self.sandbox_factory is None and self.decider_cases:
+            self.pool.fill()
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -158,11 +164,19 @@ class CaseExecutor:
                 )
             return
         harness = self.harness_factory(self.provider(job.credential))
-        sandbox = self.sandbox_factory(job.job_id)
+        # The pool's sandbox may take a used container of this run (recycled: see
+        # SandboxPool), and hands its own back when the job ends cleanly.
+        sandbox = (
+            self.sandbox_factory(job.job_id)
+            if self.sandbox_factory is not None
+            else self.pool.sandbox(job.job_id, reuse_tag=job.run_id)
+        )
         t_job = time.perf_counter()
         try:
             await sandbox.start()
-            await self._run_cases(job, cases, harness, sandbox, emit, t_job)
+            clean = await self._run_cases(job, cases, harness, sandbox, emit, t_job)
+            if clean and isinstance(sandbox, PooledSandbox):
+                sandbox.keep()  # not after an error, a cancel or a case that timed out
         finally:
             await sandbox.close()
 
@@ -174,13 +188,16 @@ class CaseExecutor:
         sandbox: Sandbox,
         emit: Emit,
         t_job: float,
-    ) -> None:
-        """Cases run serially in the job's (started) container: each gets a clean workspace."""
+    ) -> bool:
+        """Cases run serially in the job's (started) container: each gets a clean workspace.
+        True when no case timed out."""
         # Per-job diagnostics repeated on each of its cases (the benchmark dedupes them by
         # job id): what the job waited for its container (a warm pool claim), and what that
         # container's create + start + warm-up took.
         start_ms = getattr(sandbox, "start_ms", None)
         starts = (start_ms, getattr(sandbox, "cold_start_ms", start_ms))
+        reused = getattr(sandbox, "reused", None)
+        clean = True
         for case in cases:
             result = await harness.run_case(
                 case,
@@ -198,7 +215,9 @@ class CaseExecutor:
                 else None
             )
             post_ms = (time.perf_counter() - t_post) * 1000.0 if post is not None else None
-            await emit(self._graded(job, case, result, (post, post_ms), starts, t_job))
+            clean = clean and not result.timed_out
+            await emit(self._graded(job, case, result, (post, post_ms), starts, t_job, reused))
+        return clean
 
     def _graded(
         self,
@@ -208,6 +227,7 @@ class CaseExecutor:
         post_run: tuple[PostCheckRun | None, float | None],
         starts: tuple[object, object],
         t_job: float,
+        reused: object = None,
     ) -> CaseGraded:
         post, post_ms = post_run
         check = grade_decider_case(case, result.answer, post) if result.answer else None
@@ -248,6 +268,7 @@ class CaseExecutor:
                 ),
                 container_start_ms=_ms(starts[0]),
                 container_cold_start_ms=_ms(starts[1]),
+                container_reused=None if reused is None else str(reused).lower(),
                 job_elapsed_ms=round((time.perf_counter() - t_job) * 1000.0, 1),
             ),
             job_id=job.job_id,
