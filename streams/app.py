@@ -30,7 +30,7 @@ from streams.agents.commands import CommandAgent
 from streams.heartbeats import HeartbeatBoard
 from streams.history import ModelHistory
 from streams.janitor import remove_stale_containers, track_on_board
-from streams.topics import WORKER_HEARTBEATS
+from streams.topics import CASE_JOBS, WORKER_HEARTBEATS
 
 __all__ = ["Emit", "JobExecutor", "Worker", "run_worker"]
 
@@ -38,6 +38,8 @@ SWEEP_INTERVAL_S = 5.0
 """How often each worker nudges its runs' partitions to re-check unfinished runs."""
 JANITOR_INTERVAL_S = 30.0
 """How often each worker removes the job containers of workers that stopped beating."""
+ASSIGNMENT_CHECK_S = 10.0
+"""How often a worker checks that the group gave it partitions (see `_check_assignment`)."""
 
 log = logging.getLogger("provenroute.worker")
 
@@ -129,6 +131,8 @@ class Worker:
         self.app.timer(SWEEP_INTERVAL_S, name="run-sweep")(self._tick_owned_partitions)
         self.app.task(self._start_board)
         self.app.timer(JANITOR_INTERVAL_S, name="janitor")(self._sweep_containers)
+        self.app.timer(ASSIGNMENT_CHECK_S, name="assignment-check")(self._check_assignment)
+        self._unassigned_checks = 0
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
@@ -147,6 +151,32 @@ class Worker:
         track_on_board(self.board.live_set)
         if self.prewarm is not None:
             self.prewarm()
+
+    async def _check_assignment(self) -> None:
+        """Rejoin the group when it left this worker without partitions.
+
+        Two workers started together: faust-streaming 0.15.3 can join the group before its
+        agents subscribed their topics (`Subscribed to topic(s):` empty), get nothing, and
+        the subscription that follows a moment later triggers no rejoin, so this worker
+        idles and the partitions the leader handed it go unread — a run whose events sit
+        there never proceeds (seen in the two-worker kill test). With no more live workers
+        than case-job partitions every worker must hold some, so an empty assignment twice
+        in a row means exactly that; a rejoin lets the leader assign again.
+        """
+        thread: Any = getattr(self.app.consumer, "_thread", None)
+        consumer = getattr(thread, "_consumer", None)
+        if thread is None or consumer is None or not self.board.ready.is_set():
+            return
+        starved = (
+            bool(consumer.subscription())
+            and not consumer.assignment()
+            and len(self.board.live()) <= CASE_JOBS.partitions
+        )
+        self._unassigned_checks = self._unassigned_checks + 1 if starved else 0
+        if self._unassigned_checks >= 2:
+            self._unassigned_checks = 0
+            log.warning("the group gave this worker no partitions; rejoining it")
+            thread.thread_loop.call_soon_threadsafe(consumer._coordinator.request_rejoin)
 
     async def _sweep_containers(self) -> None:
         if not self.board.ready.is_set():
