@@ -38,6 +38,8 @@ SWEEP_INTERVAL_S = 5.0
 """How often each worker nudges its runs' partitions to re-check unfinished runs."""
 JANITOR_INTERVAL_S = 30.0
 """How often each worker removes the job containers of workers that stopped beating."""
+HELD_REPORT_S = 30.0
+"""How often a worker logs the jobs it has held for longer than this."""
 ASSIGNMENT_CHECK_S = 10.0
 """How often a worker checks that the group gave it partitions (see `_check_assignment`)."""
 
@@ -132,6 +134,7 @@ class Worker:
         self.app.task(self._start_board)
         self.app.timer(JANITOR_INTERVAL_S, name="janitor")(self._sweep_containers)
         self.app.timer(ASSIGNMENT_CHECK_S, name="assignment-check")(self._check_assignment)
+        self.app.timer(HELD_REPORT_S, name="held-jobs")(self._report_held_jobs)
         self._unassigned_checks = 0
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_before_shutdown.connect(self._on_shutdown)
@@ -177,6 +180,15 @@ class Worker:
             self._unassigned_checks = 0
             log.warning("the group gave this worker no partitions; rejoining it")
             thread.thread_loop.call_soon_threadsafe(consumer._coordinator.request_rejoin)
+
+    async def _report_held_jobs(self) -> None:
+        held = self.case_jobs.report(older_than_s=HELD_REPORT_S)
+        if held:
+            log.info(
+                "jobs held over %.0f s: %s",
+                HELD_REPORT_S,
+                ", ".join(f"{j} ({s:.0f} s)" for j, s in held[:8]),
+            )
 
     async def _sweep_containers(self) -> None:
         if not self.board.ready.is_set():

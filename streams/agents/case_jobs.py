@@ -11,6 +11,7 @@ import asyncio
 import collections
 import functools
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -76,6 +77,8 @@ class CaseJobAgent:
             weakref.WeakValueDictionary()
         )
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._started: dict[str, float] = {}
+        """Job ids in this worker's hands -> when they arrived (monotonic), for `report`."""
 
     async def run(self, stream: Any) -> None:
         """Up to `job_slots` jobs run at once, each acked when it is done.
@@ -122,12 +125,23 @@ class CaseJobAgent:
                 return
             # No per-process cap by run here: the run's owner releases at most maxConcurrency
             # of its jobs at once across all workers (streams.agents.aggregator).
-            await self._run_job(job)
+            self._started[job.job_id] = time.monotonic()
+            try:
+                await self._run_job(job)
+            finally:
+                self._started.pop(job.job_id, None)
         except Exception:  # a bug here must show, not vanish into an unread task
             log.exception("case job task failed")
             raise
         finally:
             slots.release()
+
+    def report(self, older_than_s: float) -> list[tuple[str, float]]:
+        """Jobs held longer than `older_than_s` (id, seconds), longest first: what a stalled
+        run is waiting on, in the worker's log."""
+        now = time.monotonic()
+        held = [(j, now - t) for j, t in self._started.items() if now - t > older_than_s]
+        return sorted(held, key=lambda x: -x[1])
 
     async def _dlq_raw(self, raw: bytes) -> None:
         try:
