@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     admin_token: SecretStr = SecretStr("dev-admin-token")
     """Bearer token of the admin API."""
 
+    run_stall_resend_s: float = Field(default=60.0, gt=0)
+    """A run with no result for this long re-sends its open jobs no live worker holds."""
     worker_job_slots: int = Field(default=4, ge=1, le=64)
     """Case jobs one worker runs at once (a run's maxConcurrency can only lower it)."""
     worker_startup_timeout_s: float = 120.0

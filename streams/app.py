@@ -97,13 +97,19 @@ class Worker:
         starts its spares; after the board, so they are labelled with it)."""
         self.app = make_app(settings, app_id)
         self.channels = Channels.declare(self.app, settings)
-        self.aggregator = Aggregator(
-            self.app, self.channels, clock, case_ids, settings.run_max_ungraded_share
-        )
-        self.history = ModelHistory(settings)
         self.board = HeartbeatBoard(
             settings.kafka_bootstrap, settings.topic(WORKER_HEARTBEATS.name)
         )
+        self.aggregator = Aggregator(
+            self.app,
+            self.channels,
+            clock,
+            case_ids,
+            settings.run_max_ungraded_share,
+            holders=self.board,
+            stall_resend_s=settings.run_stall_resend_s,
+        )
+        self.history = ModelHistory(settings)
         self.commands = CommandAgent(
             self.app,
             self.channels,

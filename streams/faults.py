@@ -17,6 +17,8 @@ CRASH_EXIT_CODE = 137
 
 EXIT_AFTER_LAST_RESULT_SAVED = "exit-after-last-result-saved"
 FAIL_RUN_COMPLETED_SEND_ONCE = "fail-run-completed-send-once"
+DROP_FIRST_JOB = "drop-first-job"
+"""The first case job this worker receives is acked and never run: a lost job message."""
 
 log = logging.getLogger("provenroute.faults")
 _fired: set[str] = set()
@@ -39,9 +41,16 @@ def crash_here(point: str) -> None:
         os._exit(CRASH_EXIT_CODE)
 
 
-def fail_once(point: str) -> None:
-    """Raise the first time an armed `point` is reached in this process."""
+def first_time(point: str) -> bool:
+    """True the first time an armed `point` is reached in this process."""
     if armed(point) and point not in _fired:
         _fired.add(point)
-        log.critical("injected failure at %s", point)
+        log.critical("injected fault at %s", point)
+        return True
+    return False
+
+
+def fail_once(point: str) -> None:
+    """Raise the first time an armed `point` is reached in this process."""
+    if first_time(point):
         raise InjectedFault(point)

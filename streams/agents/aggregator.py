@@ -21,10 +21,12 @@ sent only once the broker has acknowledged it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
@@ -34,13 +36,14 @@ from contracts.admission import (
     admit,
     decode_released,
     encode_released,
+    job_finished,
     open_jobs_of,
     run_plan,
 )
 from contracts.codec import decode_event
 from contracts.config import RunKind
 from contracts.envelope import EventBase
-from contracts.events import CaseGraded, RunCompleted
+from contracts.events import CaseGraded, CaseJobDeadLettered, RunCompleted
 from contracts.jobs import CaseJob
 from contracts.run_progress import (
     DEFAULT_MAX_UNGRADED_SHARE,
@@ -91,6 +94,19 @@ def events_partition(run_id: str, partitions: int = specs.EVENTS.partitions) -> 
     return (murmur2(run_id.encode()) & 0x7FFFFFFF) % partitions
 
 
+DEFAULT_STALL_RESEND_S = 60.0
+"""A run with no result for this long re-sends its open jobs that no live worker holds."""
+
+
+class JobHolders(Protocol):
+    """Which live worker holds a job (streams.heartbeats.HeartbeatBoard)."""
+
+    ready: asyncio.Event
+
+    async def sync(self) -> None: ...
+    def claim_holder(self, job_id: str) -> str | None: ...
+
+
 class Aggregator:
     """Owns the `runs`, `results` and `released` tables (all co-partitioned with events)."""
 
@@ -101,7 +117,13 @@ class Aggregator:
         clock: Callable[[], str],
         case_ids: Mapping[RunKind, Sequence[str]],
         max_ungraded_share: float = DEFAULT_MAX_UNGRADED_SHARE,
+        holders: JobHolders | None = None,
+        stall_resend_s: float = DEFAULT_STALL_RESEND_S,
     ) -> None:
+        self.holders = holders
+        self.stall_resend_s = stall_resend_s
+        self._last_result: dict[str, float] = {}
+        """Run id -> when its last result arrived here (monotonic), for `_resend_stalled`."""
         self.app = app
         self.channels = channels
         self.clock = clock
@@ -162,6 +184,8 @@ class Aggregator:
         before = self.run_progress(run_id)
         progress = evolve_run(before, event)
         if progress is not before:
+            if isinstance(event, CaseGraded | CaseJobDeadLettered):
+                self._last_result[run_id] = time.monotonic()
             # Saved before anything else: the fact is never lost, and a crash below leaves
             # the run complete-but-unannounced, which a redelivery or the sweep finishes.
             self._save(progress, event)
@@ -179,6 +203,43 @@ class Aggregator:
             progress = self.run_progress(run_id)
             if progress is not None:
                 await self._advance(progress)
+                await self._resend_stalled(progress)
+
+    async def _resend_stalled(self, p: RunProgress) -> None:
+        """Re-send a stalled run's open jobs that no live worker holds.
+
+        A released job whose message no worker ever ran (seen once in the two-worker kill
+        test: a run waited on one job that appears in no worker's log) would hold its run
+        forever. Nothing is lost by sending it again: a copy that finds the attempt handled,
+        or held by a live worker, steps aside (the job fence), and results dedupe by key.
+        """
+        if p.completed or self.holders is None or not self.holders.ready.is_set():
+            return
+        now = time.monotonic()
+        last = self._last_result.setdefault(p.run_id, now)
+        if now - last < self.stall_resend_s:
+            return
+        pacing = self._pacing_of(p)
+        stalled = [
+            pacing.plan[i] for i in sorted(pacing.open_jobs) if not job_finished(p, pacing.plan[i])
+        ]
+        if not stalled:
+            return
+        await self.holders.sync()
+        lost = [job for job in stalled if self.holders.claim_holder(job.job_id) is None]
+        self._last_result[p.run_id] = now
+        for job in lost:
+            log.warning(
+                "run %s: job %s open %.0f s, no result, no worker holds it: re-sending it",
+                p.run_id,
+                job.job_id,
+                now - last,
+            )
+            await delivered(
+                await self.channels.case_jobs.send(
+                    key=job.job_id.encode(), value=job.model_dump_json().encode()
+                )
+            )
 
     async def _advance(self, progress: RunProgress) -> None:
         if progress.completed:

@@ -20,6 +20,7 @@ from contracts.events import CaseGraded, CaseJobDeadLettered
 from contracts.ids import derive_id
 from contracts.jobs import MAX_JOB_ATTEMPTS, CaseJob
 from contracts.run_progress import RunProgress, result_key
+from streams import faults
 from streams.agents.channels import Channels, delivered
 
 log = logging.getLogger("provenroute.worker")
@@ -125,6 +126,8 @@ class CaseJobAgent:
                 return
             # No per-process cap by run here: the run's owner releases at most maxConcurrency
             # of its jobs at once across all workers (streams.agents.aggregator).
+            if faults.first_time(faults.DROP_FIRST_JOB):
+                return  # acked, never run: a job message lost (the stall re-send's test)
             self._started[job.job_id] = time.monotonic()
             try:
                 await self._run_job(job)

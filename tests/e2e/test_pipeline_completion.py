@@ -42,4 +42,19 @@ def test_a_failed_send_of_run_completed_is_retried_by_the_sweep(pipeline: Pipeli
     p.save_config(CONFIG)
     run = p.run(p.start_run("classifier"))
     assert run.completed.graded == len({(e.model, e.case_id, e.rep) for e in run.graded})
-    assert "injected failure at " + faults.FAIL_RUN_COMPLETED_SEND_ONCE in worker.tail(400)
+    assert "injected fault at " + faults.FAIL_RUN_COMPLETED_SEND_ONCE in worker.tail(400)
+
+
+def test_a_job_message_lost_after_its_release_is_sent_again(idle_pipeline: Pipeline) -> None:
+    p = idle_pipeline
+    worker = p.start_worker(
+        **{faults.FAULT_ENV: faults.DROP_FIRST_JOB, "PROVENROUTE_RUN_STALL_RESEND_S": "5"}
+    )
+    p.save_config(CONFIG)
+    run = p.run(p.start_run("classifier"))
+    done = run.completed
+    assert (done.graded, done.ungraded) == (done.expected, 0)
+    assert done.expected == len({(e.model, e.case_id, e.rep) for e in run.graded})
+    log = worker.tail(2000)
+    assert "injected fault at " + faults.DROP_FIRST_JOB in log
+    assert "no worker holds it: re-sending it" in log
