@@ -58,7 +58,7 @@ async def harness_try(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no decider case {case!r}")
     if identity is not None and identity not in settings.provider_credentials:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,  # Unprocessable Content (the constant was renamed across Starlette versions)
             f"identity {identity!r} names no configured provider credential",
         )
     if _one_at_a_time.locked():
