@@ -117,12 +117,7 @@ class SandboxPool:
                 log.info("warm sandbox %s is gone; taking another", sandbox.name)
                 self._close_later(sandbox)
                 continue
-            try:
-                await sandbox.claim(job_key)
-            except BaseException:
-                self._close_later(sandbox)
-                raise
-            return sandbox
+            return await self._renamed(sandbox, job_key)
 
     def release(self, sandbox: DockerSandbox, reuse_tag: str | None = None) -> None:
         """A job is done with `sandbox`: removed in the background; with a `reuse_tag` (its
@@ -225,14 +220,19 @@ class SandboxPool:
             if self._closed or not sandbox.alive:
                 self._close_later(sandbox)
                 continue
-            try:
-                await sandbox.claim(job_key)
-            except BaseException:
-                self._close_later(sandbox)
-                raise
+            await self._renamed(sandbox, job_key)
             self.reused += 1
             return sandbox
         return None
+
+    async def _renamed(self, sandbox: DockerSandbox, job_key: str) -> DockerSandbox:
+        """`sandbox` under the job's name; removed (in the background) when that fails."""
+        try:
+            await sandbox.claim(job_key)
+        except BaseException:
+            self._close_later(sandbox)
+            raise
+        return sandbox
 
     def _take_used(self, tag: str, name: str) -> _Used | None:
         # One still recycling holds its last job's name: a later copy of that job takes it
