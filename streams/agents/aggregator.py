@@ -141,6 +141,7 @@ class Aggregator:
         """After a rebalance another worker may have moved a run on: re-read the tables."""
         self._progress.clear()
         self._pacing.clear()
+        self._last_result.clear()
 
     # ------------------------------------------------------------------ reads
     def run_progress(self, run_id: str) -> RunProgress | None:
@@ -293,6 +294,7 @@ class Aggregator:
             self.runs[run_id] = progress.model_dump(mode="json", exclude={"outcomes"})
 
     async def _complete(self, progress: RunProgress) -> None:
+        self._last_result.pop(progress.run_id, None)  # a finished run cannot stall
         now = self.clock()
         try:
             events = completion_events(
