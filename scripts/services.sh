@@ -137,11 +137,16 @@ kafka_up() {
     log "a broker already answers on 127.0.0.1:$KAFKA_PORT; using it"
   else
     log "starting kafka on 127.0.0.1:$KAFKA_PORT (heap $KAFKA_HEAP)"
-    nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-      -Djava.awt.headless=true -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
-      -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
-      > "$KAFKA_DIR/logs/stdout.log" 2>&1 &
-    echo $! > "$KAFKA_DIR/kafka.pid"
+    rm -f "$KAFKA_DIR/kafka.pid"
+    # In its own session (setsid), so a Ctrl-C in the shell or test run that started it
+    # does not reach the broker; the shell that becomes java records its own pid.
+    KAFKA_HEAP="$KAFKA_HEAP" KAFKA_DIR="$KAFKA_DIR" setsid bash -c \
+      'echo $$ > "$KAFKA_DIR/kafka.pid"; exec java -Xms128m -Xmx"$KAFKA_HEAP" \
+        -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+        -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_DIR/server.properties"' \
+      > "$KAFKA_DIR/logs/stdout.log" 2>&1 < /dev/null &
+    wait_until 10 "kafka pid file" test -s "$KAFKA_DIR/kafka.pid" || die "kafka did not start"
   fi
   # Readiness means a client can create a topic and produce, not merely an open port.
   "$PY" -m api.cli services kafka-ready --timeout 120 \
@@ -236,7 +241,7 @@ docker_up() {
   else
     log "starting dockerd (data in $DOCKER_DIR)"
     mkdir -p "$DOCKER_DIR"
-    nohup dockerd --data-root "$DOCKER_DIR/data" --exec-root /var/run/provenroute-docker \
+    setsid nohup dockerd --data-root "$DOCKER_DIR/data" --exec-root /var/run/provenroute-docker \
       --pidfile "$DOCKER_DIR/dockerd.pid" > "$DOCKER_DIR/dockerd.log" 2>&1 &
     wait_until 60 "docker" docker_ok || { tail -n 20 "$DOCKER_DIR/dockerd.log" >&2; die "dockerd did not start"; }
     touch "$DOCKER_DIR/started-by-us"

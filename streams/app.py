@@ -30,7 +30,8 @@ from streams.agents.commands import CommandAgent
 from streams.heartbeats import HeartbeatBoard
 from streams.history import ModelHistory
 from streams.janitor import remove_stale_containers, track_on_board
-from streams.topics import CASE_JOBS, WORKER_HEARTBEATS
+from streams.kafka_admin import ensure_named_topics, topics_led
+from streams.topics import ALL_TOPICS, CASE_JOBS, WORKER_HEARTBEATS
 
 __all__ = ["Emit", "JobExecutor", "Worker", "run_worker"]
 
@@ -145,6 +146,28 @@ class Worker:
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
+    def changelog_topics(self) -> list[tuple[str, int, dict[str, str]]]:
+        """Each table's changelog as Faust would create it: (name, partitions, config)."""
+        out: list[tuple[str, int, dict[str, str]]] = []
+        for table in self.app.tables.values():
+            topic = table.changelog_topic
+            flags = sorted({"compact"} if topic.compacting else set()) + (
+                ["delete"] if topic.deleting else []
+            )
+            config = {"cleanup.policy": ",".join(flags)} if flags else {}
+            out.append((topic.get_topic_name(), topic.partitions, config))
+        return out
+
+    async def declare_topics(self) -> None:
+        """Before Faust starts: the tables' changelogs exist and every topic the worker
+        reads or writes has a leader (see `streams.kafka_admin.topics_led`)."""
+        changelogs = self.changelog_topics()
+        await ensure_named_topics(self.settings.kafka_bootstrap, changelogs)
+        names = [name for name, _, _ in changelogs] + [
+            self.settings.topic(spec.name) for spec in ALL_TOPICS
+        ]
+        await topics_led(self.settings.kafka_bootstrap, names)
+
     async def _tick_owned_partitions(self) -> None:
         """Unfinished runs are swept at start (the first tick) and every interval after."""
         events = self.channels.events.get_topic_name()
@@ -226,4 +249,5 @@ def _sweep(board: Any) -> list[str]:
 
 def run_worker(worker: Worker, loglevel: str = "info") -> None:
     """Run the Faust worker in the foreground until stopped."""
+    asyncio.run(worker.declare_topics())
     faust.Worker(worker.app, loglevel=loglevel, quiet=True).execute_from_commandline()

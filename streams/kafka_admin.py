@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping, Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.topics import ALL_TOPICS, TopicSpec
@@ -22,35 +24,79 @@ async def ensure_topics(
     Existing topics get their configs re-applied, so retention stays right even when a
     topic was auto-created by a client before set-up ran.
     """
+    return await ensure_named_topics(
+        bootstrap, [(f"{prefix}{s.name}", s.partitions, s.config) for s in specs]
+    )
+
+
+async def ensure_named_topics(
+    bootstrap: str, topics: Sequence[tuple[str, int, Mapping[str, str]]]
+) -> list[str]:
+    """`ensure_topics` for full names: (name, partitions, config) each."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [s for s in specs if f"{prefix}{s.name}" not in existing]
+        missing = [t for t in topics if t[0] not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
                         NewTopic(
-                            name=f"{prefix}{s.name}",
-                            num_partitions=s.partitions,
+                            name=name,
+                            num_partitions=partitions,
                             replication_factor=1,
-                            topic_configs=s.config,
+                            topic_configs=dict(config),
                         )
-                        for s in missing
+                        for name, partitions, config in missing
                     ]
                 )
-        to_alter = [s for s in specs if s not in missing and s.config]
+        to_alter = [t for t in topics if t not in missing and t[2]]
         if to_alter:
             await admin.alter_configs(
                 [
-                    ConfigResource(ConfigResourceType.TOPIC, f"{prefix}{s.name}", configs=s.config)
-                    for s in to_alter
+                    ConfigResource(ConfigResourceType.TOPIC, name, configs=dict(config))
+                    for name, _, config in to_alter
                 ]
             )
-        return [f"{prefix}{s.name}" for s in missing]
+        return [name for name, _, _ in missing]
     finally:
         await admin.close()
+
+
+async def topics_led(bootstrap: str, names: Sequence[str], timeout_s: float = 60.0) -> None:
+    """Wait until the broker's metadata shows every partition of `names` with a leader.
+
+    A consumer that fetches metadata while a fresh topic has no leader yet takes it for a
+    topic of 0 partitions until its next refresh (minutes): Faust then refuses every write
+    to a table whose changelog it is (`PartitionsMismatch`), which rejected a valid command
+    in CI. So a worker starts consuming only once its topics are led.
+    """
+    deadline = time.monotonic() + timeout_s
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        while True:
+            cluster = await client.fetch_all_metadata()
+            unled = [n for n in names if not _led(cluster, n)]
+            if not unled:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics without a leader after {timeout_s:.0f}s: {unled}")
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
+def _led(cluster: ClusterMetadata, name: str) -> bool:
+    partitions = cluster.partitions_for_topic(name)
+    if not partitions:
+        return False
+    return all(
+        (leader := cluster.leader_for_partition(TopicPartition(name, p))) is not None
+        and leader >= 0
+        for p in partitions
+    )
 
 
 async def kafka_ready(bootstrap: str, prefix: str, timeout_s: float) -> None:

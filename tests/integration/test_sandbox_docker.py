@@ -80,6 +80,7 @@ async def test_container_shape_and_basic_operations(
     attrs = client.containers.get(sandbox.name).attrs
     host, config = attrs["HostConfig"], attrs["Config"]
     assert host["NetworkMode"] == "none"
+    assert config["NetworkDisabled"] is True
     assert host["Memory"] == 512 * 1024 * 1024
     assert host["MemorySwap"] == 512 * 1024 * 1024
     assert host["PidsLimit"] == 256
