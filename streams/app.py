@@ -43,6 +43,8 @@ HELD_REPORT_S = 30.0
 """How often a worker logs the jobs it has held for longer than this."""
 ASSIGNMENT_CHECK_S = 10.0
 """How often a worker checks that the group gave it partitions (see `_check_assignment`)."""
+REVOKE_SETTLE_S = 5.0
+"""How long a rebalance waits for the aggregator's or command agent's event in hand."""
 
 log = logging.getLogger("provenroute.worker")
 
@@ -176,6 +178,15 @@ class Worker:
                 await self.channels.run_ticks.send(value=b"tick", partition=tp.partition)
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # The event being folded writes its tables after Faust's flush on revoke (see
+        # `streams.agents.in_hand`): wait for it, then flush those writes, before the
+        # partitions go to their next owner, who recovers the tables from the changelogs.
+        for agent in (self.aggregator, self.commands):
+            if not await agent.in_hand.settled(REVOKE_SETTLE_S):
+                log.warning(
+                    "rebalance: %s still busy after %.0f s", type(agent).__name__, REVOKE_SETTLE_S
+                )
+        await self.app.producer.flush()
         self.aggregator.forget_cached()
 
     async def _start_board(self) -> None:

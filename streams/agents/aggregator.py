@@ -58,6 +58,7 @@ from contracts.run_progress import (
 from streams import faults
 from streams import topics as specs
 from streams.agents.channels import Channels, delivered, json_schema
+from streams.agents.in_hand import InHand
 
 log = logging.getLogger("provenroute.worker")
 
@@ -136,6 +137,7 @@ class Aggregator:
         self.released = app.Table("released", default=None, schema=schema, partitions=partitions)
         self._progress: dict[str, RunProgress] = {}
         self._pacing: dict[str, _Pacing] = {}
+        self.in_hand = InHand()
 
     def forget_cached(self) -> None:
         """After a rebalance another worker may have moved a run on: re-read the tables."""
@@ -165,13 +167,14 @@ class Aggregator:
     async def run(self, stream: Any) -> None:
         ticks = self.channels.run_ticks.get_topic_name()
         async for event in stream.events():
-            try:
-                if event.message.topic == ticks:
-                    await self.sweep(event.message.partition)
-                else:
-                    await self.aggregate(event.message.value)
-            except Exception:  # nothing escapes: the sweep retries what failed here
-                log.exception("aggregation failed for one event")
+            with self.in_hand.holding():
+                try:
+                    if event.message.topic == ticks:
+                        await self.sweep(event.message.partition)
+                    else:
+                        await self.aggregate(event.message.value)
+                except Exception:  # nothing escapes: the sweep retries what failed here
+                    log.exception("aggregation failed for one event")
 
     async def aggregate(self, raw: bytes | None) -> None:
         try:
@@ -280,6 +283,17 @@ class Aggregator:
         if released != pacing.released:
             self.released[p.run_id] = encode_released(released)
         pacing.released, pacing.open_jobs = released, open_jobs
+        if send:
+            # Which jobs went out, and where: a run that stalls shows its last release here.
+            log.info(
+                "run %s: released %s (%d open of %d planned)",
+                p.run_id,
+                ", ".join(
+                    _where(pacing.plan[i].job_id, fut) for i, fut in zip(send, pending, strict=True)
+                ),
+                len(open_jobs),
+                len(pacing.plan),
+            )
 
     # ------------------------------------------------------------------ state
     def _save(self, progress: RunProgress, event: EventBase) -> None:
@@ -328,3 +342,12 @@ class Aggregator:
                 del self.results[prefix + key]
         self._progress[progress.run_id] = done
         self._pacing.pop(progress.run_id, None)
+
+
+def _where(job_id: str, sent: Any) -> str:
+    """`model:chunk:rep@partition` of a sent job (its run id is in the line already)."""
+    short = job_id.split(":", 1)[-1]
+    try:
+        return f"{short}@{sent.result().partition}"
+    except Exception:  # no partition known: the job id alone still says which
+        return short

@@ -34,6 +34,7 @@ from contracts.events import CommandAccepted, CommandRejected, raw_excerpt
 from contracts.events.runs import MeasurementConditions
 from streams import topics as specs
 from streams.agents.channels import Channels, json_schema
+from streams.agents.in_hand import InHand
 
 log = logging.getLogger("provenroute.worker")
 
@@ -69,6 +70,7 @@ class CommandAgent:
         partitions = specs.COMMANDS.partitions
         self.admin = app.Table("admin", default=None, schema=schema, partitions=partitions)
         self.decided = app.Table("decided", default=None, schema=schema, partitions=partitions)
+        self.in_hand = InHand()
 
     def admin_state(self) -> AdminState:
         raw = self.admin.get(ADMIN_KEY)
@@ -76,34 +78,38 @@ class CommandAgent:
 
     async def run(self, stream: Any) -> None:
         async for event in stream.events():
-            raw: bytes = event.message.value or b""
-            where = f"{event.message.topic}:{event.message.partition}:{event.message.offset}"
-            try:
-                command = decode_command(raw)
-            except DecodeError as e:
-                await self._safe_reject(_command_id_of(raw), e.type_name, e.reason, raw, where)
-                continue
-            try:
-                # A transient fault (a table's changelog not yet in the metadata of a fresh
-                # cluster, a leader election) must not reject a valid command: handling is
-                # safe to repeat (a decided command is only re-sent), so try again first.
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(HANDLE_ATTEMPTS),
-                    wait=wait_exponential(multiplier=0.5, max=4),
-                    before_sleep=before_sleep_log(log, logging.WARNING),
-                    reraise=True,
-                ):
-                    with attempt:
-                        await self.handle(command)
-            except Exception as e:  # nothing escapes: the command is answered with a reason
-                log.exception("command handling failed")
-                await self._safe_reject(
-                    command.command_id,
-                    command.type,
-                    f"internal error: {type(e).__name__}: {e}",
-                    raw,
-                    where,
-                )
+            with self.in_hand.holding():
+                await self._decide(event)
+
+    async def _decide(self, event: Any) -> None:
+        raw: bytes = event.message.value or b""
+        where = f"{event.message.topic}:{event.message.partition}:{event.message.offset}"
+        try:
+            command = decode_command(raw)
+        except DecodeError as e:
+            await self._safe_reject(_command_id_of(raw), e.type_name, e.reason, raw, where)
+            return
+        try:
+            # A transient fault (a leader election, a fresh topic's metadata) must not
+            # reject a valid command: handling is safe to repeat (a decided command is only
+            # re-sent), so try again first.
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(HANDLE_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.5, max=4),
+                before_sleep=before_sleep_log(log, logging.WARNING),
+                reraise=True,
+            ):
+                with attempt:
+                    await self.handle(command)
+        except Exception as e:  # nothing escapes: the command is answered with a reason
+            log.exception("command handling failed")
+            await self._safe_reject(
+                command.command_id,
+                command.type,
+                f"internal error: {type(e).__name__}: {e}",
+                raw,
+                where,
+            )
 
     async def handle(self, command: Command) -> None:
         now = self.clock()
@@ -137,6 +143,13 @@ class CommandAgent:
         self.decided[command.command_id] = stored_decision(outcome)
         self.admin[ADMIN_KEY] = state.model_dump(mode="json")
         await self._send_events(list(outcome.events))
+        # What a command caused, one line each: where a stalled run stopped shows here.
+        log.info(
+            "command %s %s: %s",
+            command.type,
+            command.command_id,
+            ", ".join(e.type for e in outcome.events),
+        )
 
     async def _send_events(self, events: list[EventBase]) -> None:
         # The answer goes out last, once everything it answers for is delivered: whoever
