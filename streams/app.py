@@ -27,11 +27,12 @@ from streams.agents.aggregator import Aggregator
 from streams.agents.case_jobs import CaseJobAgent, Emit, JobExecutor
 from streams.agents.channels import Channels
 from streams.agents.commands import CommandAgent
+from streams.commit_guard import install as install_commit_guard
 from streams.heartbeats import HeartbeatBoard
 from streams.history import ModelHistory
 from streams.janitor import remove_stale_containers, track_on_board
 from streams.kafka_admin import ensure_named_topics, topics_led
-from streams.topics import ALL_TOPICS, CASE_JOBS, WORKER_HEARTBEATS
+from streams.topics import ALL_TOPICS, CASE_JOBS, COMMANDS, EVENTS, WORKER_HEARTBEATS
 
 __all__ = ["Emit", "JobExecutor", "Worker", "run_worker"]
 
@@ -98,6 +99,8 @@ class Worker:
         self.prewarm = prewarm
         """Called once the heartbeat board is up (CaseExecutor.prewarm: the sandbox pool
         starts its spares; after the board, so they are labelled with it)."""
+        # One worker per process: the consumer class is the transport's, process-wide.
+        install_commit_guard(settings.topic(spec.name) for spec in (COMMANDS, EVENTS, CASE_JOBS))
         self.app = make_app(settings, app_id)
         self.channels = Channels.declare(self.app, settings)
         self.board = HeartbeatBoard(

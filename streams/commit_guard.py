@@ -1,0 +1,87 @@
+"""Refuse to commit a Kafka offset over a message the agents never acked.
+
+Faust-streaming 0.15.3 (`Consumer._new_offset`) lets a partition's commit jump over one
+missing offset at the head of the acked list, taking it for a compacted-topic hole (issue
+606, open PR 707). Our topics are neither compacted nor transactional, so every offset is a
+real message, and our agents ack in offset order: a missing head offset is a message the
+consumer never handed to an agent while later ones were (seen around rebalances).
+Committing over it loses it for good, also for the partition's next owner.
+
+Kafka's committed offset names the next message to process, so for committed offset N
+the message that must be acked before the commit may move is offset N itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+__all__ = ["GaplessCommitConsumer", "gapless_consumer", "install"]
+
+log = logging.getLogger("provenroute.commit_guard")
+
+
+class GaplessCommitConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer that never commits over an unacked head offset.
+
+    For a partition of a topic in `guarded_topics` whose committed offset N is known, the
+    commit moves only once offset N itself is acked; until then `_new_offset` returns None
+    (Faust's own "nothing to commit") and Faust's acked list keeps growing. Gaps further
+    into the acked list Faust already handles (it commits the first consecutive run).
+
+    Not covered: a partition with no committed offset (never committed, or committed at 0,
+    which Faust reads back as "none"). There the first message to expect is unknown, so
+    Faust's behaviour is kept. Use `gapless_consumer` for a class with topics set.
+    """
+
+    guarded_topics: ClassVar[frozenset[str]] = frozenset()
+    """Full topic names (with the deployment prefix) whose commits are guarded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Faust asks for a new offset every commit interval (0.5 s): warn once per stuck head.
+        self._warned_head: dict[TP, int] = {}
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # `.get`, not `[]`: Faust's bookkeeping maps are defaultdicts, and merely looking
+        # must not create entries (`_acked` keys drive which partitions Faust commits).
+        head = self._committed_offset.get(tp)
+        if (
+            tp.topic in self.guarded_topics
+            and head is not None
+            and head not in self._acked_index.get(tp, ())
+        ):
+            if self._warned_head.get(tp) != head:
+                self._warned_head[tp] = head
+                log.warning(
+                    "not committing %s past offset %d: that message is not acked yet "
+                    "(%d later ones are)",
+                    tp,
+                    head,
+                    len(self._acked.get(tp, ())),
+                )
+            return None
+        return super()._new_offset(tp)
+
+
+def gapless_consumer(topics: Iterable[str]) -> type[GaplessCommitConsumer]:
+    """A `GaplessCommitConsumer` subclass guarding `topics` (full names).
+
+    A subclass rather than a class attribute set in place, so that two apps (or tests) in one
+    process can guard different topics; Faust instantiates it like its own Consumer."""
+    return type(
+        "GaplessCommitConsumer",
+        (GaplessCommitConsumer,),
+        {"guarded_topics": frozenset(topics), "__module__": __name__},
+    )
+
+
+def install(topics: Iterable[str]) -> None:
+    """Make Faust's aiokafka transport create guarded consumers for `topics`.
+
+    Call before the app starts its consumer (Faust reads `Transport.Consumer` then)."""
+    faust_aiokafka.Transport.Consumer = gapless_consumer(topics)
