@@ -43,7 +43,7 @@ from contracts.routing_table import ClassifierWinner, RoutingTable
 from infra.clock import utc_now
 from infra.settings import Settings
 from projections.read_model import open_read_model
-from streams.event_log import EventReader, new_command_id, post_command
+from streams.event_log import BrokerUnavailable, EventReader, new_command_id, post_command
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 config_app = typer.Typer(
@@ -129,7 +129,7 @@ def config_show() -> None:
                     latest = ev.config
         return latest
 
-    config = asyncio.run(go())
+    config = _run_against_kafka(go())
     if config is None:
         console.print("no config saved yet: runs are refused until one is (provenroute config set)")
         raise typer.Exit(1)
@@ -180,9 +180,17 @@ class RunView:
         return self.completed is not None and self.started is not None
 
 
-def _run_or_timeout(coro: Any, command_id: str) -> Any:
+def _run_against_kafka(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
+    except BrokerUnavailable as e:
+        console.print(f"[red]{e}[/]: is Kafka running (`make services-up`)?")
+        raise typer.Exit(2) from e
+
+
+def _run_or_timeout(coro: Any, command_id: str) -> Any:
+    try:
+        return _run_against_kafka(coro)
     except TimeoutError as e:
         console.print(
             f"[red]no answer from the worker for command {command_id}[/]: is "
@@ -258,7 +266,7 @@ def run_show(run_id: str) -> None:
             table = await read.routing_table(version) if version else None
             return run, table, await read.classifier_winner_of(run_id)
 
-    run, table, winner = asyncio.run(go())
+    run, table, winner = _run_against_kafka(go())
     if run is None:
         console.print(
             f"[red]unknown run {run_id}[/] in the projections (is `provenroute project` running?)"
