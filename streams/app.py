@@ -156,9 +156,9 @@ class Worker:
         out: list[tuple[str, int, dict[str, str]]] = []
         for table in self.app.tables.values():
             topic = table.changelog_topic
-            flags = sorted({"compact"} if topic.compacting else set()) + (
-                ["delete"] if topic.deleting else []
-            )
+            flags = [
+                f for f, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on
+            ]
             config = {"cleanup.policy": ",".join(flags)} if flags else {}
             out.append((topic.get_topic_name(), topic.partitions, config))
         return out
@@ -184,8 +184,10 @@ class Worker:
         # The event being folded writes its tables after Faust's flush on revoke (see
         # `streams.agents.in_hand`): wait for it, then flush those writes, before the
         # partitions go to their next owner, who recovers the tables from the changelogs.
-        for agent in (self.aggregator, self.commands):
-            if not await agent.in_hand.settled(REVOKE_SETTLE_S):
+        agents = (self.aggregator, self.commands)
+        settled = await asyncio.gather(*(a.in_hand.settled(REVOKE_SETTLE_S) for a in agents))
+        for agent, done in zip(agents, settled, strict=True):
+            if not done:
                 log.warning(
                     "rebalance: %s still busy after %.0f s", type(agent).__name__, REVOKE_SETTLE_S
                 )
