@@ -9,18 +9,30 @@ Committing over it loses it for good, also for the partition's next owner.
 
 Kafka's committed offset names the next message to process, so for committed offset N
 the message that must be acked before the commit may move is offset N itself.
+
+The consumer also rewinds a partition that has no committed offset to its beginning on
+every assignment. Faust drops fetched messages around a rebalance (one whose generation is
+older than the app's, one whose hand-over the rebalance interrupted) and relies on seeking
+back to the committed offset afterwards; aiokafka's `seek_to_committed` seeks only where an
+offset > 0 was committed, so on a partition never committed the position stayed past the
+dropped messages and they were gone. Seen: a run's `RunStarted`, produced onto an empty
+events partition during the rebalance a second worker's join caused, never reached the
+aggregator, and the run released no job. Rewinding is what `auto_offset_reset=earliest`
+means for a group without a commit; what is read again is redelivered, which the agents
+take as such (a decided command is re-sent, a result folded once, a handled job skipped).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-__all__ = ["GaplessCommitConsumer", "gapless_consumer", "install"]
+__all__ = ["GaplessCommitConsumer", "gapless_consumer", "install", "seek_to_committed_or_start"]
 
 log = logging.getLogger("provenroute.commit_guard")
 
@@ -33,9 +45,11 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
     (Faust's own "nothing to commit") and Faust's acked list keeps growing. Gaps further
     into the acked list Faust already handles (it commits the first consecutive run).
 
-    Not covered: a partition with no committed offset (never committed, or committed at 0,
-    which Faust reads back as "none"). There the first message to expect is unknown, so
-    Faust's behaviour is kept. Use `gapless_consumer` for a class with topics set.
+    A partition with no committed offset (never committed, or committed at 0, which Faust
+    reads back as "none") keeps Faust's commit rule: the first message to expect is unknown
+    there. Such a partition is instead read again from its beginning on every assignment
+    (`seek_to_committed`), so a message dropped around a rebalance comes back. Use
+    `gapless_consumer` for a class with topics set.
     """
 
     guarded_topics: ClassVar[frozenset[str]] = frozenset()
@@ -55,7 +69,7 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
             and head is not None
             and head not in self._acked_index.get(tp, ())
         ):
-            if self._warned_head.get(tp) != head:
+            if self._warned_head.get(tp) != head and self._acked.get(tp):
                 self._warned_head[tp] = head
                 log.warning(
                     "not committing %s past offset %d: that message is not acked yet "
@@ -66,6 +80,24 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
                 )
             return None
         return super()._new_offset(tp)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        thread: Any = self._thread
+        return await thread.call_thread(
+            seek_to_committed_or_start, thread._ensure_consumer(), self.guarded_topics
+        )
+
+
+async def seek_to_committed_or_start(
+    consumer: AIOKafkaConsumer, topics: frozenset[str]
+) -> dict[TopicPartition, int | None]:
+    """aiokafka's `seek_to_committed`, and the beginning for a partition of `topics` with no
+    committed offset (None, or 0, which aiokafka does not seek to either)."""
+    committed: dict[TopicPartition, int | None] = await consumer.seek_to_committed()
+    fresh = [tp for tp, offset in committed.items() if tp.topic in topics and not offset]
+    if fresh:
+        await consumer.seek_to_beginning(*fresh)
+    return committed
 
 
 def gapless_consumer(topics: Iterable[str]) -> type[GaplessCommitConsumer]:
