@@ -69,14 +69,17 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
             and head is not None
             and head not in self._acked_index.get(tp, ())
         ):
-            if self._warned_head.get(tp) != head and self._acked.get(tp):
+            # Worth a word only when later messages were acked (at the log's end, or with an
+            # ack left from before a rebalance, nothing is held back).
+            later = sum(1 for offset in self._acked.get(tp, ()) if offset > head)
+            if later and self._warned_head.get(tp) != head:
                 self._warned_head[tp] = head
                 log.warning(
                     "not committing %s past offset %d: that message is not acked yet "
                     "(%d later ones are)",
                     tp,
                     head,
-                    len(self._acked.get(tp, ())),
+                    later,
                 )
             return None
         return super()._new_offset(tp)
