@@ -24,17 +24,23 @@ take as such (a decided command is re-sent, a result folded once, a handled job 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 __all__ = ["GaplessCommitConsumer", "gapless_consumer", "install", "seek_to_committed_or_start"]
 
 log = logging.getLogger("provenroute.commit_guard")
+
+REREAD_AFTER_S = 10.0
+"""How long a head may be held back, with later offsets acked, before it is read again."""
 
 
 class GaplessCommitConsumer(faust_aiokafka.Consumer):
@@ -55,10 +61,15 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
     guarded_topics: ClassVar[frozenset[str]] = frozenset()
     """Full topic names (with the deployment prefix) whose commits are guarded."""
 
+    reread_after_s: ClassVar[float] = REREAD_AFTER_S
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Faust asks for a new offset every commit interval (0.5 s): warn once per stuck head.
-        self._warned_head: dict[TP, int] = {}
+        self.clock: Callable[[], float] = time.monotonic
+        self._held: dict[TP, tuple[int, float]] = {}
+        """Partition -> the head held back while later offsets were acked, and since when
+        (Faust asks for a new offset every commit interval, 0.5 s)."""
+        self._rereads: set[asyncio.Future[None]] = set()
 
     def _new_offset(self, tp: TP) -> int | None:
         # `.get`, not `[]`: Faust's bookkeeping maps are defaultdicts, and merely looking
@@ -69,20 +80,52 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
             and head is not None
             and head not in self._acked_index.get(tp, ())
         ):
-            # Worth a word only when later messages were acked (at the log's end, or with an
-            # ack left from before a rebalance, nothing is held back).
+            # Held back only when later messages were acked (at the log's end, or with an
+            # ack left from before a rebalance, nothing waits on the head).
             later = sum(1 for offset in self._acked.get(tp, ()) if offset > head)
-            if later and self._warned_head.get(tp) != head:
-                self._warned_head[tp] = head
-                log.warning(
-                    "not committing %s past offset %d: that message is not acked yet "
-                    "(%d later ones are)",
-                    tp,
-                    head,
-                    later,
-                )
+            if later:
+                self._hold(tp, head, later)
             return None
+        self._held.pop(tp, None)
         return super()._new_offset(tp)
+
+    def _hold(self, tp: TP, head: int, later: int) -> None:
+        """Agents ack in offset order, so a head held while later offsets were acked never
+        reached an agent: Faust dropped it after the last seek. It would come back only at
+        the next rebalance, which may never come (a lost result would stall its run), so
+        after `reread_after_s` the partition is read again from the head; what follows it
+        is read twice, and redeliveries are harmless to every agent."""
+        now = self.clock()
+        held = self._held.get(tp)
+        if held is None or held[0] != head:
+            self._held[tp] = (head, now)
+            log.warning(
+                "not committing %s past offset %d: that message is not acked yet "
+                "(%d later ones are)",
+                tp,
+                head,
+                later,
+            )
+        elif now - held[1] >= self.reread_after_s:
+            self._held[tp] = (head, now)  # once per interval, should the read not take
+            log.warning("re-reading %s from offset %d, which no agent was handed", tp, head)
+            reread = asyncio.ensure_future(self._reread(tp, head))
+            self._rereads.add(reread)
+            reread.add_done_callback(self._reread_done)
+
+    async def _reread(self, tp: TP, head: int) -> None:
+        # In the consumer's own thread, as Faust seeks on assignment (aiokafka is not
+        # thread-safe); then Faust's read offset, which drops what is older.
+        thread: Any = self._thread
+        await thread.call_thread(
+            _seek, thread._ensure_consumer(), TopicPartition(tp.topic, tp.partition), head
+        )
+        self._read_offset[ensure_TP(tp)] = head
+
+    def _reread_done(self, reread: asyncio.Future[None]) -> None:
+        self._rereads.discard(reread)
+        if not reread.cancelled() and (e := reread.exception()) is not None:
+            log.warning("re-read failed (the next rebalance reads it again): %r", e)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         thread: Any = self._thread
@@ -120,3 +163,7 @@ def install(topics: Iterable[str]) -> None:
 
     Call before the app starts its consumer (Faust reads `Transport.Consumer` then)."""
     faust_aiokafka.Transport.Consumer = gapless_consumer(topics)
+
+
+async def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    consumer.seek(tp, offset)

@@ -5,6 +5,7 @@ answer stubbed), acks through `Consumer.ack`, and the commit decision is read fr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from unittest.mock import AsyncMock, Mock
 
@@ -98,6 +99,70 @@ async def test_guard_commits_as_faust_once_the_head_is_acked(app: faust.App) -> 
     expected = await faust_new_offset(app, tp, N, [*LATER, N])
     assert expected == LATER[-1] + 1
     assert c._filter_committable_offsets([tp]) == {tp: expected}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def held_consumer(app: faust.App, tp: TP) -> tuple[faust_aiokafka.Consumer, Clock, AsyncMock]:
+    """A guarded consumer holding head N back (later offsets acked), its clock and the
+    re-read it would start (which reaches the broker, recorded)."""
+    c = consumer(app, Guarded)
+    await committed_at(c, tp, N)
+    ack(c, tp, LATER)
+    c.clock = clock = Clock()
+    c._reread = seek = AsyncMock()  # type: ignore[attr-defined]
+    return c, clock, seek
+
+
+async def test_a_head_held_past_the_limit_is_read_again_once_per_interval(app: faust.App) -> None:
+    tp = TP(GUARDED, 0)
+    c, clock, seek = await held_consumer(app, tp)
+    assert c._new_offset(tp) is None
+    clock.now += Guarded.reread_after_s - 0.5
+    assert c._new_offset(tp) is None
+    await asyncio.sleep(0)
+    seek.assert_not_awaited()
+    clock.now += 0.5
+    assert c._new_offset(tp) is None
+    assert c._new_offset(tp) is None  # the next commit tick: no second read yet
+    await asyncio.sleep(0)
+    seek.assert_awaited_once()
+    assert seek.await_args.args == (tp, N)
+    clock.now += Guarded.reread_after_s
+    c._new_offset(tp)
+    await asyncio.sleep(0)
+    assert seek.await_count == 2, "a read that did not bring the head back is tried again"
+
+
+async def test_nothing_is_read_again_once_the_head_arrives(app: faust.App) -> None:
+    tp = TP(GUARDED, 0)
+    c, clock, seek = await held_consumer(app, tp)
+    assert c._new_offset(tp) is None
+    ack(c, tp, [N])
+    clock.now += 2 * Guarded.reread_after_s
+    assert c._new_offset(tp) == LATER[-1] + 1
+    await asyncio.sleep(0)
+    seek.assert_not_awaited()
+
+
+async def test_a_head_at_the_end_of_the_log_is_not_read_again(app: faust.App) -> None:
+    # Committed N, nothing after it acked: nothing is held back, there is nothing to read.
+    tp = TP(GUARDED, 0)
+    c = consumer(app, Guarded)
+    await committed_at(c, tp, N)
+    c.clock = clock = Clock()
+    c._reread = seek = AsyncMock()  # type: ignore[attr-defined]
+    for _ in range(3):
+        assert c._new_offset(tp) is None
+        clock.now += Guarded.reread_after_s
+    await asyncio.sleep(0)
+    seek.assert_not_awaited()
 
 
 async def test_unguarded_topic_keeps_faust_behaviour(app: faust.App) -> None:
