@@ -109,12 +109,15 @@ class Clock:
         return self.now
 
 
-async def held_consumer(app: faust.App, tp: TP) -> tuple[faust_aiokafka.Consumer, Clock, AsyncMock]:
-    """A guarded consumer holding head N back (later offsets acked), its clock and the
-    re-read it would start (which reaches the broker, recorded)."""
+async def held_consumer(
+    app: faust.App, tp: TP, acked: range = LATER
+) -> tuple[faust_aiokafka.Consumer, Clock, AsyncMock]:
+    """A guarded consumer committed at N with `acked` acked (by default later offsets: it
+    holds head N back), its clock and the re-read it would start (recorded: a re-read
+    reaches the broker)."""
     c = consumer(app, Guarded)
     await committed_at(c, tp, N)
-    ack(c, tp, LATER)
+    ack(c, tp, acked)
     c.clock = clock = Clock()
     c._reread = seek = AsyncMock()  # type: ignore[attr-defined]
     return c, clock, seek
@@ -154,10 +157,7 @@ async def test_nothing_is_read_again_once_the_head_arrives(app: faust.App) -> No
 async def test_a_head_at_the_end_of_the_log_is_not_read_again(app: faust.App) -> None:
     # Committed N, nothing after it acked: nothing is held back, there is nothing to read.
     tp = TP(GUARDED, 0)
-    c = consumer(app, Guarded)
-    await committed_at(c, tp, N)
-    c.clock = clock = Clock()
-    c._reread = seek = AsyncMock()  # type: ignore[attr-defined]
+    c, clock, seek = await held_consumer(app, tp, acked=range(0))
     for _ in range(3):
         assert c._new_offset(tp) is None
         clock.now += Guarded.reread_after_s

@@ -160,8 +160,8 @@ async def test_post_gives_up_on_a_silent_broker_with_a_clear_error(
     assert silent_broker.bootstrap in message
     assert settings.topic(COMMANDS.name) in message
     assert "2 attempts" in message
-    # Both attempts ran their full bound (plus tenacity's short wait), and no more.
-    assert 2.0 <= elapsed < 15.0, elapsed
+    # Both attempts ran their full bound (the outer guard stands for "and then gave up").
+    assert elapsed >= 2.0, elapsed
     # Each attempt connected anew: a fresh producer, not the first one's dead connection.
     assert len(leaks.clients) == 2
     assert silent_broker.connections >= 2
@@ -177,17 +177,14 @@ async def test_reader_start_gives_up_on_a_silent_broker_with_a_clear_error(
         async with EventReader(settings, start_timeout_s=1.5):
             pytest.fail("a reader started against a broker that never answers")
 
-    t0 = time.monotonic()
     with pytest.raises(BrokerUnavailable) as raised:
         await asyncio.wait_for(enter(), OUTER_GUARD_S)
-    elapsed = time.monotonic() - t0
 
     message = str(raised.value)
     del raised  # its traceback holds the client, which must be collectable below
     assert silent_broker.bootstrap in message
     assert "1.5 s" in message
     assert settings.topic(EVENTS.name) in message
-    assert elapsed < 10.0, elapsed
     assert silent_broker.connections >= 1  # it did try the silent broker
     await assert_nothing_left(leaks)
 
@@ -197,7 +194,7 @@ class WedgedProducer:
     bound (aiokafka's stop flushes, and a dead broker can hold the flush)."""
 
     instances: ClassVar[list[WedgedProducer]] = []
-    stop_s = 2.0
+    stop_s = 10.0
 
     def __init__(self, **_config: Any) -> None:
         self.stopped = False
@@ -222,20 +219,17 @@ async def test_post_does_not_wait_out_a_producer_stop_that_hangs(
     monkeypatch.setattr(event_log, "CLOSE_TIMEOUT_S", 0.2)
     settings = settings_at(base_settings, "127.0.0.1:1")
 
-    t0 = time.monotonic()
     try:
         with pytest.raises(BrokerUnavailable):
             await asyncio.wait_for(
                 post_raw(settings, b"{}", attempt_timeout_s=0.5, attempts=2), OUTER_GUARD_S
             )
-        elapsed = time.monotonic() - t0
-
-        # Two attempts of 0.5 s, two close bounds of 0.2 s and tenacity's 0.5 s wait;
-        # waiting out each 2 s stop would take over 4 s.
-        assert elapsed < 3.5, elapsed
+        # Given up while both stops still run: they were not waited out (each takes 10 s).
         assert len(WedgedProducer.instances) == 2  # a fresh producer per attempt
+        assert not any(p.stopped for p in WedgedProducer.instances)
+        assert len(event_log._closing) == 2
         # The slow stops were left running, not cancelled half-way, and they do finish.
-        await asyncio.wait_for(asyncio.gather(*event_log._closing), 10.0)
+        await asyncio.wait_for(asyncio.gather(*event_log._closing), OUTER_GUARD_S)
         await asyncio.sleep(0)
         assert all(p.stopped for p in WedgedProducer.instances)
         assert not event_log._closing
