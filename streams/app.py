@@ -100,7 +100,10 @@ class Worker:
         """Called once the heartbeat board is up (CaseExecutor.prewarm: the sandbox pool
         starts its spares; after the board, so they are labelled with it)."""
         # One worker per process: the consumer class is the transport's, process-wide.
-        install_commit_guard(settings.topic(spec.name) for spec in (COMMANDS, EVENTS, CASE_JOBS))
+        install_commit_guard(
+            [settings.topic(spec.name) for spec in (COMMANDS, EVENTS, CASE_JOBS)],
+            reread=[settings.topic(spec.name) for spec in (COMMANDS, EVENTS)],
+        )
         self.app = make_app(settings, app_id)
         self.channels = Channels.declare(self.app, settings)
         self.board = HeartbeatBoard(

@@ -61,6 +61,11 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
     guarded_topics: ClassVar[frozenset[str]] = frozenset()
     """Full topic names (with the deployment prefix) whose commits are guarded."""
 
+    reread_topics: ClassVar[frozenset[str]] = frozenset()
+    """Guarded topics whose held head is read again after `reread_after_s`: those whose
+    agent takes one message at a time, so a later ack proves the head never arrived. (A job
+    agent runs several: a copy redelivered after a rebalance can run long behind a later
+    ack; a lost job has the run's stall re-send.)"""
     reread_after_s: ClassVar[float] = REREAD_AFTER_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -90,11 +95,11 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
         return super()._new_offset(tp)
 
     def _hold(self, tp: TP, head: int, later: int) -> None:
-        """Agents ack in offset order, so a head held while later offsets were acked never
-        reached an agent: Faust dropped it after the last seek. It would come back only at
-        the next rebalance, which may never come (a lost result would stall its run), so
-        after `reread_after_s` the partition is read again from the head; what follows it
-        is read twice, and redeliveries are harmless to every agent."""
+        """Agents ack in offset order, so on `reread_topics` a head held while later
+        offsets were acked never reached an agent: Faust dropped it after the last seek. It
+        would come back only at the next rebalance, which may never come (a lost result
+        would stall its run), so after `reread_after_s` the partition is read again from the
+        head; what follows it is read twice, and redeliveries are harmless to every agent."""
         now = self.clock()
         held = self._held.get(tp)
         if held is None or held[0] != head:
@@ -106,7 +111,7 @@ class GaplessCommitConsumer(faust_aiokafka.Consumer):
                 head,
                 later,
             )
-        elif now - held[1] >= self.reread_after_s:
+        elif tp.topic in self.reread_topics and now - held[1] >= self.reread_after_s:
             self._held[tp] = (head, now)  # once per interval, should the read not take
             log.warning("re-reading %s from offset %d, which no agent was handed", tp, head)
             reread = asyncio.ensure_future(self._reread(tp, head))
@@ -146,23 +151,30 @@ async def seek_to_committed_or_start(
     return committed
 
 
-def gapless_consumer(topics: Iterable[str]) -> type[GaplessCommitConsumer]:
-    """A `GaplessCommitConsumer` subclass guarding `topics` (full names).
+def gapless_consumer(
+    topics: Iterable[str], reread: Iterable[str] = ()
+) -> type[GaplessCommitConsumer]:
+    """A `GaplessCommitConsumer` subclass guarding `topics` (full names), re-reading a held
+    head on those of `reread`.
 
     A subclass rather than a class attribute set in place, so that two apps (or tests) in one
     process can guard different topics; Faust instantiates it like its own Consumer."""
     return type(
         "GaplessCommitConsumer",
         (GaplessCommitConsumer,),
-        {"guarded_topics": frozenset(topics), "__module__": __name__},
+        {
+            "guarded_topics": frozenset(topics),
+            "reread_topics": frozenset(reread),
+            "__module__": __name__,
+        },
     )
 
 
-def install(topics: Iterable[str]) -> None:
-    """Make Faust's aiokafka transport create guarded consumers for `topics`.
+def install(topics: Iterable[str], reread: Iterable[str] = ()) -> None:
+    """Make Faust's aiokafka transport create guarded consumers (see `gapless_consumer`).
 
     Call before the app starts its consumer (Faust reads `Transport.Consumer` then)."""
-    faust_aiokafka.Transport.Consumer = gapless_consumer(topics)
+    faust_aiokafka.Transport.Consumer = gapless_consumer(topics, reread)
 
 
 async def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:

@@ -29,7 +29,7 @@ LATER = range(N + 1, N + 6)
 @pytest.fixture
 async def app() -> AsyncIterator[faust.App]:
     app = faust.App("commit-guard-test", broker="kafka://localhost:1", web_enabled=False)
-    for name in (GUARDED, UNGUARDED):
+    for name in (GUARDED, UNGUARDED, "t.case-jobs"):
         app.topics.add(app.topic(name))
     # What Faust does on subscribing: only topics indexed here have their acks recorded.
     await app.topics._update_indices()  # type: ignore[attr-defined]
@@ -67,7 +67,7 @@ async def faust_new_offset(
     return c._new_offset(tp)
 
 
-Guarded = gapless_consumer([GUARDED, "t.commands", "t.case-jobs"])
+Guarded = gapless_consumer([GUARDED, "t.commands", "t.case-jobs"], reread=[GUARDED])
 
 
 async def test_faust_commits_over_a_missing_head_offset(app: faust.App) -> None:
@@ -154,6 +154,17 @@ async def test_nothing_is_read_again_once_the_head_arrives(app: faust.App) -> No
     seek.assert_not_awaited()
 
 
+async def test_a_held_head_of_a_job_topic_is_left_to_the_runs_re_send(app: faust.App) -> None:
+    # Several jobs run at once: a later ack does not prove the head never arrived.
+    tp = TP("t.case-jobs", 0)
+    c, clock, seek = await held_consumer(app, tp)
+    assert c._new_offset(tp) is None
+    clock.now += 2 * Guarded.reread_after_s
+    assert c._new_offset(tp) is None
+    await asyncio.sleep(0)
+    seek.assert_not_awaited()
+
+
 async def test_a_head_at_the_end_of_the_log_is_not_read_again(app: faust.App) -> None:
     # Committed N, nothing after it acked: nothing is held back, there is nothing to read.
     tp = TP(GUARDED, 0)
@@ -193,7 +204,8 @@ async def test_install_makes_faust_build_the_guarded_consumer(
     app: faust.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(faust_aiokafka.Transport, "Consumer", faust_aiokafka.Transport.Consumer)
-    install([GUARDED])
+    install([GUARDED, UNGUARDED], reread=[GUARDED])
     built = app._new_consumer()  # what `app.consumer` builds
     assert isinstance(built, GaplessCommitConsumer)
-    assert built.guarded_topics == frozenset({GUARDED})
+    assert built.guarded_topics == frozenset({GUARDED, UNGUARDED})
+    assert built.reread_topics == frozenset({GUARDED})
